@@ -1,0 +1,5 @@
+import sys
+
+from botrace.cli import main
+
+sys.exit(main())

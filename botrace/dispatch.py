@@ -1,0 +1,252 @@
+"""From the host's path to the sinks: a bounded queue and one dispatcher thread.
+
+The host's path appends ``(kind, obj)`` tuples to a ``collections.deque``
+(thread-safe, no lock, no allocation beyond the tuple). A daemon thread wakes
+every ``dispatch_interval`` (or at once when a trace finishes or the queue
+fills up), takes what is queued and calls each sink's hook for each event.
+
+Why a thread rather than an asyncio task: a sink that blocks (a full disk, a
+locked database, a slow network) then stalls only the other sinks, never the
+host's event loop. Each sink is called on its own, so one that raises does not
+keep the event from the others; its fault is logged at most once per
+``_LOG_EVERY`` seconds and counted in :meth:`Dispatcher.health`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+
+from botrace.span import SPAN_FINISHED, SPAN_STARTED, TRACE_FINISHED, TRACE_STARTED
+
+__all__ = ["Dispatcher", "RateLimitedLog", "call_isolated"]
+
+log = logging.getLogger("botrace")
+
+_HOOKS = {
+    TRACE_STARTED: ("botrace_trace_started", "trace"),
+    SPAN_STARTED: ("botrace_span_started", "span"),
+    SPAN_FINISHED: ("botrace_span_finished", "span"),
+    TRACE_FINISHED: ("botrace_trace_finished", "trace"),
+}
+_LOG_EVERY = 10.0
+_SLOW_CALL_S = 0.5
+
+
+class RateLimitedLog:
+    """Log a recurring fault once per interval per key, and count every occurrence."""
+
+    def __init__(self, logger: logging.Logger = log, every: float = _LOG_EVERY) -> None:
+        self._logger = logger
+        self._every = every
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self.counts: dict[str, int] = {}
+
+    def __call__(self, key: str, message: str, *args: Any, exc_info: bool = False) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.counts[key] = self.counts.get(key, 0) + 1
+            last = self._last.get(key)
+            if last is not None and now - last < self._every:
+                return
+            self._last[key] = now
+            repeated = self.counts[key]
+        suffix = f" ({repeated} times so far)" if repeated > 1 else ""
+        self._logger.warning(message + suffix, *args, exc_info=exc_info)
+
+
+def call_isolated(pm: pluggy.PluginManager, hook_name: str, faults: RateLimitedLog,
+                  **kwargs: Any) -> list[Any]:
+    """Call every implementation of a hook on its own; a raising one is logged and counted.
+
+    pluggy stops at the first implementation that raises; botrace's sinks must
+    not keep an event from each other, so they are called one by one.
+    """
+    results = []
+    for impl in getattr(pm.hook, hook_name).get_hookimpls():
+        try:
+            result = impl.function(*[kwargs[name] for name in impl.argnames])
+        except Exception:
+            faults(f"{impl.plugin_name}.{hook_name}", "botrace: sink %s failed in %s",
+                   impl.plugin_name, hook_name, exc_info=True)
+            continue
+        if result is not None:
+            results.append(result)
+    return results
+
+
+class _Target:
+    __slots__ = ("argname", "errors", "function", "hook", "name", "slow")
+
+    def __init__(self, name: str, hook: str, function: Callable, argname: str | None) -> None:
+        self.name = name
+        self.hook = hook
+        self.function = function
+        self.argname = argname
+        self.errors = 0
+        self.slow = 0
+
+
+class Dispatcher:
+    """Owns the event queue and the thread that empties it into the sinks."""
+
+    def __init__(self, pm: pluggy.PluginManager, max_events: int, interval_s: float) -> None:
+        self._pm = pm
+        self.max_events = max_events
+        self.interval_s = interval_s
+        self.queue: deque[tuple[int, Any]] = deque()
+        self.dropped_events = 0
+        self.dispatched_events = 0
+        self.faults = RateLimitedLog()
+        self._wake = threading.Event()
+        self._idle = threading.Condition()
+        self._busy = False
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._targets: dict[int, list[_Target]] = {}
+        self._sink_errors: dict[str, int] = {}
+        self._sink_slow: dict[str, int] = {}
+        self._drain_lock = threading.Lock()
+
+    # -- the host's path ----------------------------------------------------
+
+    def emit(self, event: tuple[int, Any]) -> None:
+        """Queue one event; when the queue is full, drop it and count it."""
+        queue = self.queue
+        if len(queue) >= self.max_events:
+            self.dropped_events += 1
+            self.faults("queue_full", "botrace: event queue full (%d); dropping events", self.max_events)
+            self._wake.set()
+            return
+        queue.append(event)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="botrace-dispatch", daemon=True)
+        self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Dispatch what is queued, then stop the thread."""
+        thread = self._thread
+        if thread is None:
+            self.drain()
+            return
+        self._stop = True
+        self._wake.set()
+        thread.join(timeout)
+        self._thread = None
+        self.drain()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Block until every event queued so far reached the sinks; False on timeout."""
+        if not self.running:
+            self.drain()
+            return True
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        with self._idle:
+            while self.queue or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._wake.set()
+                self._idle.wait(min(left, 0.05))
+        return True
+
+    # -- the dispatcher thread --------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop:
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+            self.drain()
+        self.drain()
+
+    def refresh(self) -> None:
+        """Re-read which sinks implement which hook (after register/unregister)."""
+        targets: dict[int, list[_Target]] = {}
+        for kind, (hook_name, argname) in _HOOKS.items():
+            row = []
+            for impl in getattr(self._pm.hook, hook_name).get_hookimpls():
+                names = impl.argnames
+                if names and names != (argname,):
+                    continue  # pluggy has already rejected such an impl at register
+                row.append(_Target(impl.plugin_name, hook_name, impl.function,
+                                   argname if names else None))
+            targets[kind] = row
+        self._targets = targets
+
+    def drain(self) -> int:
+        """Dispatch everything queued now, in order; returns how many events."""
+        with self._drain_lock:
+            with self._idle:
+                self._busy = True
+            try:
+                return self._drain()
+            finally:
+                with self._idle:
+                    self._busy = False
+                    self._idle.notify_all()
+
+    def _drain(self) -> int:
+        queue = self.queue
+        if not queue:
+            return 0
+        self.refresh()  # a sink registered straight on the PluginManager is seen too
+        popleft = queue.popleft
+        targets = self._targets
+        done = 0
+        while queue:
+            try:
+                kind, obj = popleft()
+            except IndexError:
+                break
+            for target in targets.get(kind, ()):
+                started = time.perf_counter()
+                try:
+                    if target.argname is None:
+                        target.function()
+                    else:
+                        target.function(obj)
+                except Exception:
+                    key = f"{target.name}.{target.hook}"
+                    self._sink_errors[target.name] = self._sink_errors.get(target.name, 0) + 1
+                    self.faults(key, "botrace: sink %s failed in %s", target.name, target.hook,
+                                exc_info=True)
+                elapsed = time.perf_counter() - started
+                if elapsed > _SLOW_CALL_S:
+                    self._sink_slow[target.name] = self._sink_slow.get(target.name, 0) + 1
+                    self.faults(f"{target.name}.slow", "botrace: sink %s took %.1fs in %s",
+                                target.name, elapsed, target.hook)
+            done += 1
+        self.dispatched_events += done
+        return done
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "queue_depth": len(self.queue),
+            "queue_capacity": self.max_events,
+            "dispatched_events": self.dispatched_events,
+            "dropped_events": self.dropped_events,
+            "sink_errors": dict(self._sink_errors),
+            "sink_slow_calls": dict(self._sink_slow),
+            "dispatcher_running": self.running,
+        }

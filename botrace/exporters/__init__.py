@@ -1,0 +1,1 @@
+"""Sinks that send traces elsewhere: a log file (here), OTLP and Zipkin."""

@@ -1,0 +1,502 @@
+"""The span model: one :class:`Trace` per message, a tree of :class:`Span` in it.
+
+Everything here runs on the host's path, so it does in-memory work only:
+create objects, set fields, link parent and child, append an event to the
+tracer's queue. Serialisation (:meth:`Span.to_dict`, :meth:`Trace.to_dict`)
+is called by sinks, off that path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import traceback
+from collections.abc import Callable, Mapping
+from random import getrandbits
+from time import time_ns
+from typing import TYPE_CHECKING, Any
+
+from botrace.context import current_span_var
+from botrace.limits import Limits, approx_size, make_safe, safe_repr
+
+if TYPE_CHECKING:
+    from botrace.attribution import PluginRef
+    from botrace.tracer import Tracer
+
+__all__ = ["NULL_SPAN", "NullSpan", "Span", "SpanType", "Status", "Trace"]
+
+
+class SpanType:
+    """The kinds of span the web page and exporters understand."""
+
+    MESSAGE = "message"
+    PIPELINE_STAGE = "pipeline_stage"
+    PLUGIN_CALL = "plugin_call"
+    LLM_CALL = "llm_call"
+    TOOL_CALL = "tool_call"
+    SUBAGENT_CALL = "subagent_call"
+    IO_CALL = "io_call"
+    CUSTOM = "custom"
+    ALL = frozenset({MESSAGE, PIPELINE_STAGE, PLUGIN_CALL, LLM_CALL, TOOL_CALL,
+                     SUBAGENT_CALL, IO_CALL, CUSTOM})
+
+
+class Status:
+    RUNNING = "running"
+    OK = "ok"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+
+# Queue event kinds (see Tracer._emit and botrace.dispatch).
+TRACE_STARTED, SPAN_STARTED, SPAN_FINISHED, TRACE_FINISHED = range(4)
+
+#: Root attributes that get a column of their own in summaries and the store.
+TRACE_FIELDS = ("umo", "sender", "user_id", "session_id", "outline", "agent_type", "platform")
+_OUTLINE_MAX = 500
+_BUDGET_NOTE = "[dropped: trace byte budget exceeded]"
+
+
+def _new_span_id() -> str:
+    return "%016x" % (getrandbits(64) or 1)
+
+
+def _new_trace_id() -> str:
+    return "%032x" % (getrandbits(128) or 1)
+
+
+class Trace:
+    """One traced message: its root span, every recorded span, the host's attributes.
+
+    Budgets: at most ``limits.max_spans`` spans and about ``limits.max_trace_bytes``
+    bytes of values; what goes over is dropped and counted (``dropped_spans``,
+    ``truncated``), never silently lost.
+    """
+
+    __slots__ = ("_bytes", "_dropped", "_emit", "_seq", "attributes", "end_ns", "limits",
+                 "name", "root", "spans", "start_ns", "trace_id", "tracer", "truncated")
+
+    def __init__(self, tracer: Tracer, name: str, attributes: Mapping[str, Any] | None,
+                 limits: Limits, emit: Callable[[tuple], None]) -> None:
+        self.tracer = tracer
+        self.trace_id = _new_trace_id()
+        self.name = name
+        self.limits = limits
+        self._emit = emit
+        self._seq = itertools.count()
+        self._dropped = 0
+        self._bytes = 0
+        self.truncated = False
+        self.spans: list[Span] = []
+        self.attributes: dict[str, Any] = {}
+        if attributes:
+            self.set_attributes(attributes)
+        self.root: Span = Span(self, name, SpanType.MESSAGE, None, None)
+        next(self._seq)
+        self.start_ns = self.root.start_ns
+        self.end_ns: int | None = None
+        self.spans.append(self.root)
+        emit((TRACE_STARTED, self))
+        emit((SPAN_STARTED, self.root))
+
+    @property
+    def dropped_spans(self) -> int:
+        return self._dropped
+
+    def set_attributes(self, attributes: Mapping[str, Any] | None = None, /, **more: Any) -> None:
+        """Add host message attributes (``umo``, ``sender``, ``user_id``, ...)."""
+        merged = {**(attributes or {}), **more}
+        safe, cut = make_safe(merged, self.limits)
+        outline = safe.get("outline")
+        if isinstance(outline, str) and len(outline) > _OUTLINE_MAX:
+            safe["outline"] = outline[:_OUTLINE_MAX] + "…"
+        self.attributes.update(safe)
+        if cut:
+            self.truncated = True
+
+    def _drop_span(self) -> None:
+        with _drop_lock:
+            self._dropped += 1
+        self.truncated = True
+
+    def _charge(self, value: Any) -> bool:
+        """Count ``value`` against the byte budget; False when it does not fit."""
+        size = approx_size(value)
+        if self._bytes + size > self.limits.max_trace_bytes:
+            self.truncated = True
+            return False
+        self._bytes += size
+        return True
+
+    def _finished(self, end_ns: int) -> None:
+        self.end_ns = end_ns
+        self._emit((TRACE_FINISHED, self))
+        self.tracer._wake()
+
+    @property
+    def status(self) -> str:
+        root_status = self.root.status
+        if root_status == Status.RUNNING:
+            return Status.RUNNING
+        if any(s.status == Status.ERROR for s in self.spans):
+            return Status.ERROR
+        return root_status
+
+    def to_dict(self) -> dict[str, Any]:
+        """The trace's summary: host attributes, totals, status (see docs/ARCHITECTURE.md)."""
+        spans = list(self.spans)
+        input_tokens = output_tokens = cached_tokens = llm_calls = tool_calls = 0
+        plugins: list[str] = []
+        seen_plugins: set[str] = set()
+        for span in spans:
+            if span.span_type == SpanType.LLM_CALL:
+                llm_calls += 1
+                meta = span.meta or {}
+                input_tokens += _int(meta.get("input_tokens"))
+                output_tokens += _int(meta.get("output_tokens"))
+                cached_tokens += _int(meta.get("cached_tokens"))
+            elif span.span_type == SpanType.TOOL_CALL:
+                tool_calls += 1
+            plugin = span.plugin
+            if plugin is not None and plugin.name not in seen_plugins:
+                seen_plugins.add(plugin.name)
+                plugins.append(plugin.name)
+        attributes = dict(self.attributes)
+        out: dict[str, Any] = {
+            "trace_id": self.trace_id,
+            "name": self.name,
+            "start_ns": self.start_ns,
+            "end_ns": self.end_ns,
+            "duration_ns": None if self.end_ns is None else self.end_ns - self.start_ns,
+            "status": self.status,
+        }
+        for key in TRACE_FIELDS:
+            value = attributes.pop(key, None)
+            out[key] = None if value is None else str(value)
+        out.update(
+            attributes=attributes,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cached_tokens=cached_tokens,
+            span_count=len(spans),
+            llm_calls=llm_calls,
+            tool_calls=tool_calls,
+            plugins=plugins,
+            dropped_spans=self._dropped,
+            truncated=self.truncated,
+        )
+        return out
+
+    def __repr__(self) -> str:
+        return f"<Trace {self.trace_id} {self.name!r} spans={len(self.spans)} status={self.status}>"
+
+
+_drop_lock = threading.Lock()
+
+
+def _int(value: Any) -> int:
+    return value if type(value) is int else 0
+
+
+class Span:
+    """One timed operation in a trace.
+
+    Use it as a context manager (``with`` or ``async with``): entering makes it
+    the current span, leaving ends it, recording an exception if one escapes
+    (re-raised unchanged). ``CancelledError`` ends it as ``cancelled``;
+    ``GeneratorExit`` (a generator closed early) ends it as ``ok``.
+    """
+
+    __slots__ = ("_token", "children", "end_ns", "error", "events", "input", "meta", "name",
+                 "output", "parent_id", "plugin", "span_id", "span_type", "start_ns", "status",
+                 "trace", "truncated")
+
+    def __init__(self, trace: Trace, name: str, span_type: str, parent_id: str | None,
+                 plugin: PluginRef | None) -> None:
+        self.trace = trace
+        self.span_id = _new_span_id()
+        self.parent_id = parent_id
+        self.name = name
+        self.span_type = span_type
+        self.plugin = plugin
+        self.start_ns = time_ns()
+        self.end_ns: int | None = None
+        self.status = Status.RUNNING
+        self.error: dict[str, str] | None = None
+        self.input: dict[str, Any] | None = None
+        self.output: dict[str, Any] | None = None
+        self.meta: dict[str, Any] | None = None
+        self.events: list[dict[str, Any]] | None = None
+        self.children: list[Span] = []
+        self.truncated = False
+        self._token: Any = None
+
+    # -- creating children ------------------------------------------------
+
+    def start_child(self, name: str, span_type: str = SpanType.CUSTOM, *,
+                    plugin: PluginRef | None = None, module: str | None = None) -> Span | None:
+        """Open a child span; ``None`` when the trace's span budget is spent (counted).
+
+        Attribution: ``plugin`` if given, else the plugin owning ``module``,
+        else this span's plugin.
+        """
+        trace = self.trace
+        if next(trace._seq) >= trace.limits.max_spans:
+            trace._drop_span()
+            return None
+        if plugin is None:
+            if module is not None:
+                plugin = trace.tracer.plugins.resolve(module)
+            if plugin is None:
+                plugin = self.plugin
+        span = Span(trace, name, span_type, self.span_id, plugin)
+        self.children.append(span)
+        trace.spans.append(span)
+        trace._emit((SPAN_STARTED, span))
+        return span
+
+    # -- annotating ---------------------------------------------------------
+
+    @property
+    def trace_id(self) -> str:
+        return self.trace.trace_id
+
+    @property
+    def duration_ns(self) -> int | None:
+        return None if self.end_ns is None else self.end_ns - self.start_ns
+
+    def _safe(self, current: dict | None, mapping: Mapping[str, Any] | None,
+              values: dict[str, Any]) -> dict | None:
+        if self.end_ns is not None:  # an ended span is frozen: sinks may be reading it
+            return current
+        if mapping:
+            values = {**mapping, **values}
+        if not values:
+            return current
+        trace = self.trace
+        safe, cut = make_safe(values, trace.limits)
+        if cut:
+            self.truncated = trace.truncated = True
+        if not trace._charge(safe):
+            self.truncated = True
+            safe = dict.fromkeys(safe, _BUDGET_NOTE)
+        if current is None:
+            return safe
+        current.update(safe)
+        return current
+
+    def set_input(self, mapping: Mapping[str, Any] | None = None, /, **values: Any) -> Span:
+        """Record inputs (merged with earlier ones): ``span.set_input(url=url)``."""
+        self.input = self._safe(self.input, mapping, values)
+        return self
+
+    def set_output(self, mapping: Mapping[str, Any] | None = None, /, **values: Any) -> Span:
+        """Record outputs (merged): ``span.set_output(status=200)``."""
+        self.output = self._safe(self.output, mapping, values)
+        return self
+
+    def set_meta(self, mapping: Mapping[str, Any] | None = None, /, **values: Any) -> Span:
+        """Record attributes that are neither input nor output (model, cache hit, ...)."""
+        self.meta = self._safe(self.meta, mapping, values)
+        return self
+
+    def set_usage(self, input_tokens: int | None = None, output_tokens: int | None = None,
+                  cached_tokens: int | None = None, **more: Any) -> Span:
+        """Token usage of an ``llm_call`` span; totals on the trace add these up."""
+        usage = {k: v for k, v in (("input_tokens", input_tokens), ("output_tokens", output_tokens),
+                                   ("cached_tokens", cached_tokens)) if v is not None}
+        usage.update(more)
+        return self.set_meta(usage)
+
+    def add_event(self, name: str, **attributes: Any) -> Span:
+        """A timestamped point in the span's life (a retry, a cache miss, a first token)."""
+        if self.end_ns is None:
+            event = {"name": str(name), "time_ns": time_ns(),
+                     "attributes": self._safe(None, None, attributes) or {}}
+            if self.events is None:
+                self.events = [event]
+            elif len(self.events) < self.trace.limits.max_items:
+                self.events.append(event)
+            else:
+                self.truncated = self.trace.truncated = True
+        return self
+
+    def set_error(self, error: BaseException | str) -> Span:
+        """Mark the span failed with an exception (type, message, bounded traceback) or a message."""
+        if self.end_ns is None:
+            self.status = Status.ERROR
+            self.error = _describe_error(error, self.trace.limits)
+        return self
+
+    # -- ending ---------------------------------------------------------------
+
+    def end(self, error: BaseException | None = None) -> None:
+        """End the span (idempotent). ``error`` is recorded as by :meth:`record_exception`."""
+        if self.end_ns is not None:
+            return
+        if error is not None:
+            self.record_exception(error)
+        elif self.status == Status.RUNNING:
+            self.status = Status.OK
+        end_ns = time_ns()
+        self.end_ns = end_ns
+        trace = self.trace
+        trace._emit((SPAN_FINISHED, self))
+        if self is trace.root:
+            trace._finished(end_ns)
+
+    def record_exception(self, exc: BaseException) -> None:
+        """Set status and error from an exception escaping the span."""
+        if isinstance(exc, asyncio.CancelledError):
+            self.status = Status.CANCELLED
+        elif isinstance(exc, GeneratorExit):
+            if self.status == Status.RUNNING:
+                self.status = Status.OK
+            self.set_meta(closed_early=True)
+        elif isinstance(exc, BaseException):
+            self.status = Status.ERROR
+            self.error = _describe_error(exc, self.trace.limits)
+
+    def __enter__(self) -> Span:
+        self._token = current_span_var.set(self)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        _restore(self)
+        self.end(exc)
+
+    async def __aenter__(self) -> Span:
+        self._token = current_span_var.set(self)
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        _restore(self)
+        self.end(exc)
+
+    def __bool__(self) -> bool:
+        return True
+
+    # -- reading --------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (see docs/ARCHITECTURE.md); safe to call from another thread."""
+        end_ns = self.end_ns
+        plugin = self.plugin
+        return {
+            "trace_id": self.trace.trace_id,
+            "span_id": self.span_id,
+            "parent_id": self.parent_id,
+            "name": self.name,
+            "span_type": self.span_type,
+            "start_ns": self.start_ns,
+            "end_ns": end_ns,
+            "duration_ns": None if end_ns is None else end_ns - self.start_ns,
+            "status": self.status,
+            "error": self.error,
+            "input": _copy(self.input),
+            "output": _copy(self.output),
+            "meta": _copy(self.meta),
+            "events": list(self.events) if self.events else [],
+            "plugin": plugin.to_dict() if plugin is not None else None,
+            "truncated": self.truncated,
+        }
+
+    def __repr__(self) -> str:
+        return f"<Span {self.name!r} {self.span_type} {self.status} id={self.span_id}>"
+
+
+def _copy(value: dict | None) -> dict:
+    return dict(value) if value else {}
+
+
+def _restore(span: Span) -> None:
+    token = span._token
+    span._token = None
+    if token is None:
+        return
+    try:
+        current_span_var.reset(token)
+    except ValueError:
+        # Left in another context than it was entered in (a generator driven
+        # from several tasks): put back what was current when it was entered.
+        old = token.old_value
+        current_span_var.set(None if old is token.MISSING else old)
+
+
+def _describe_error(error: BaseException | str, limits: Limits) -> dict[str, str]:
+    if isinstance(error, BaseException):
+        message = safe_repr(error, limits.max_string) if not _has_str(error) else _safe_str(error)
+        frames = traceback.extract_tb(error.__traceback__)[-limits.max_traceback_frames:]
+        text = "".join(traceback.format_list(frames))
+        if len(text) > limits.max_string * 2:
+            text = "…" + text[-limits.max_string * 2:]
+        return {"type": type(error).__name__, "message": message[: limits.max_string], "traceback": text}
+    return {"type": "Error", "message": str(error)[: limits.max_string], "traceback": ""}
+
+
+def _has_str(error: BaseException) -> bool:
+    return type(error).__str__ is not object.__str__
+
+
+def _safe_str(error: BaseException) -> str:
+    try:
+        return str(error)
+    except BaseException:
+        return safe_repr(error, 256)
+
+
+class NullSpan:
+    """The span handed out when nothing is traced: every method does nothing.
+
+    There is one, :data:`NULL_SPAN`; it is falsy, so ``if span:`` tells a real
+    span from it.
+    """
+
+    __slots__ = ()
+    trace = None
+    trace_id = span_id = parent_id = None
+    name = ""
+    span_type = SpanType.CUSTOM
+    plugin = None
+    status = Status.OK
+    input = output = meta = error = events = None
+    children: tuple = ()
+
+    def start_child(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def set_input(self, *args: Any, **kwargs: Any) -> NullSpan:
+        return self
+
+    set_output = set_meta = set_usage = add_event = set_error = set_input
+
+    def end(self, error: BaseException | None = None) -> None:
+        return None
+
+    def record_exception(self, exc: BaseException) -> None:
+        return None
+
+    def __enter__(self) -> NullSpan:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    async def __aenter__(self) -> NullSpan:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        return None
+
+    def __bool__(self) -> bool:
+        return False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {}
+
+    def __repr__(self) -> str:
+        return "<NullSpan>"
+
+
+NULL_SPAN = NullSpan()

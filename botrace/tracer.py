@@ -1,0 +1,311 @@
+"""The tracer: one per host process, owning one pluggy PluginManager.
+
+A host adapter builds it from the host's settings, registers its own hook
+implementations and the sinks it wants, starts it on the event loop, and
+installs it::
+
+    tracer = Tracer.from_host(adapter)          # asks botrace_load_settings
+    tracer.register(TraceStore(...))            # sinks are plugins
+    await tracer.start()
+    botrace.install(tracer)
+    ...
+    with tracer.hook.botrace_trace_message(event=ev, name=None, attributes=None) as root:
+        ...                                     # the host's message handling
+    await tracer.aclose()
+
+The core's own parts are plugins on the same manager (``botrace.core`` below,
+the log exporter), exactly as a third party's would be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import pluggy
+
+from botrace import hookspecs
+from botrace.attribution import PluginRef, PluginRegistry
+from botrace.config import Settings
+from botrace.context import current_span_var
+from botrace.dispatch import Dispatcher, call_isolated
+from botrace.hookspecs import hookimpl
+from botrace.span import NULL_SPAN, NullSpan, Span, SpanType, Trace
+
+__all__ = ["Tracer", "get_tracer", "install", "uninstall"]
+
+log = logging.getLogger("botrace")
+
+_installed: Tracer | None = None
+
+
+def install(tracer: Tracer) -> Tracer:
+    """Make ``tracer`` the process's tracer (what :func:`get_tracer` returns)."""
+    global _installed
+    _installed = tracer
+    return tracer
+
+
+def uninstall(tracer: Tracer | None = None) -> None:
+    """Forget the installed tracer (only if it is ``tracer``, when given)."""
+    global _installed
+    if tracer is None or _installed is tracer:
+        _installed = None
+
+
+def get_tracer() -> Tracer | None:
+    """The tracer a host installed, or None."""
+    return _installed
+
+
+class Tracer:
+    """Creates traces, holds the settings and the plugin registry, feeds the sinks."""
+
+    def __init__(self, settings: Settings | Mapping[str, Any] | None = None, *,
+                 load_entrypoints: bool = True,
+                 plugin_manager: pluggy.PluginManager | None = None) -> None:
+        if not isinstance(settings, Settings):
+            settings = Settings.from_mapping(settings)
+        self._settings = settings
+        self._enabled = settings.trace_enable
+        self._settings_lock = threading.Lock()
+        self.pm = plugin_manager or pluggy.PluginManager("botrace")
+        self.pm.add_hookspecs(hookspecs)
+        self.hook = self.pm.hook
+        self.plugins = PluginRegistry(fallback=self._resolve_by_hook)
+        self._dispatcher = Dispatcher(self.pm, settings.trace_queue_size,
+                                      settings.trace_dispatch_interval_ms / 1000)
+        self._emit = self._dispatcher.emit
+        self.traces_started = 0
+        self._started = False
+        self.register(_CoreSpans(self), name="botrace.core")
+        if load_entrypoints:
+            self.pm.load_setuptools_entrypoints("botrace")
+            self._dispatcher.refresh()
+
+    @classmethod
+    def from_host(cls, *host_plugins: Any, load_entrypoints: bool = True) -> Tracer:
+        """A tracer whose settings come from the host (``botrace_load_settings``)."""
+        tracer = cls(Settings(), load_entrypoints=load_entrypoints)
+        for plugin in host_plugins:
+            tracer.register(plugin)
+        tracer.reload_settings()
+        return tracer
+
+    # -- plugins ----------------------------------------------------------------
+
+    def register(self, plugin: Any, name: str | None = None) -> str | None:
+        """Register a sink or host adapter (any object or module with ``@hookimpl``s)."""
+        registered = self.pm.register(plugin, name=name)
+        self._dispatcher.refresh()
+        return registered
+
+    def unregister(self, plugin: Any = None, name: str | None = None) -> Any:
+        removed = self.pm.unregister(plugin, name=name)
+        self._dispatcher.refresh()
+        return removed
+
+    def _resolve_by_hook(self, module_path: str) -> PluginRef | None:
+        try:
+            return self.hook.botrace_resolve_plugin(module_path=module_path)
+        except Exception:
+            self._dispatcher.faults("resolve_plugin", "botrace: botrace_resolve_plugin failed for %s",
+                                    module_path, exc_info=True)
+            return None
+
+    # -- settings -----------------------------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @property
+    def enabled(self) -> bool:
+        """Whether new messages are traced (``trace_enable``)."""
+        return self._enabled
+
+    def set_enabled(self, enabled: bool) -> None:
+        """Flip ``trace_enable`` live. The next message follows; a running trace completes."""
+        self.update_settings(trace_enable=bool(enabled))
+
+    def update_settings(self, **changes: Any) -> Settings:
+        """Change settings at run time (validated) and tell ``botrace_settings_changed``."""
+        with self._settings_lock:
+            new = self._settings.replace(**changes)
+            changed = {k: getattr(new, k) for k in changes if getattr(new, k) != getattr(self._settings, k)}
+            self._settings = new
+            self._enabled = new.trace_enable
+        if changed:
+            call_isolated(self.pm, "botrace_settings_changed", self._dispatcher.faults,
+                          settings=new, changes=changed)
+        return new
+
+    def reload_settings(self) -> Settings:
+        """Read the host's settings again (``botrace_load_settings``)."""
+        mapping = self.hook.botrace_load_settings()
+        with self._settings_lock:
+            self._settings = Settings.from_mapping(mapping)
+            self._enabled = self._settings.trace_enable
+        return self._settings
+
+    # -- traces ---------------------------------------------------------------------
+
+    def start_trace(self, name: str = "message", attributes: Mapping[str, Any] | None = None,
+                    *, force: bool = False) -> Span | NullSpan:
+        """Open the root span of a new trace (``NULL_SPAN`` when tracing is off).
+
+        Hosts normally go through ``hook.botrace_trace_message``; tests and
+        scripts may call this directly. ``force`` traces even when disabled.
+        """
+        if not (self._enabled or force):
+            return NULL_SPAN
+        if not self._started:
+            self._ensure_dispatching()
+        self.traces_started += 1
+        return Trace(self, name, attributes, self._settings.limits, self._emit).root
+
+    def span(self, name: str, span_type: str = SpanType.CUSTOM, *,
+             plugin: PluginRef | str | None = None, module: str | None = None) -> Span | NullSpan:
+        """A child of the current span (``NULL_SPAN`` outside a trace)."""
+        parent = current_span_var.get()
+        if parent is None:
+            return NULL_SPAN
+        if isinstance(plugin, str):
+            plugin = self.plugins.by_name(plugin) or PluginRef(plugin)
+        span = parent.start_child(name, span_type, plugin=plugin, module=module)
+        return NULL_SPAN if span is None else span
+
+    # -- dispatching ------------------------------------------------------------------
+
+    def _ensure_dispatching(self) -> None:
+        self._started = True
+        self._dispatcher.start()
+
+    def _wake(self) -> None:
+        self._dispatcher.wake()
+
+    async def start(self) -> Tracer:
+        """Start the dispatcher thread and the sinks (``botrace_startup``), on the event loop."""
+        self._ensure_dispatching()
+        for result in call_isolated(self.pm, "botrace_startup", self._dispatcher.faults, tracer=self):
+            if inspect.isawaitable(result):
+                try:
+                    await result
+                except Exception:
+                    self._dispatcher.faults("startup", "botrace: a sink failed to start", exc_info=True)
+        return self
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Block until every event so far reached the sinks (False on timeout)."""
+        return self._dispatcher.flush(timeout)
+
+    async def aflush(self, timeout: float = 5.0) -> bool:
+        """:meth:`flush` without blocking the event loop."""
+        return await asyncio.to_thread(self._dispatcher.flush, timeout)
+
+    async def aclose(self) -> None:
+        """Dispatch what is queued, stop the thread, then ``botrace_shutdown`` (awaited)."""
+        await asyncio.to_thread(self._dispatcher.stop)
+        self._started = False
+        for result in call_isolated(self.pm, "botrace_shutdown", self._dispatcher.faults, tracer=self):
+            if inspect.isawaitable(result):
+                try:
+                    await result
+                except Exception:
+                    self._dispatcher.faults("shutdown", "botrace: a sink failed to shut down", exc_info=True)
+        uninstall(self)
+
+    def close(self) -> None:
+        """Synchronous close for scripts without an event loop (awaitables are not awaited)."""
+        self._dispatcher.stop()
+        self._started = False
+        call_isolated(self.pm, "botrace_shutdown", self._dispatcher.faults, tracer=self)
+        uninstall(self)
+
+    def health(self) -> dict[str, Any]:
+        """Queue depth, drops, sink errors, and every sink's ``botrace_health`` report."""
+        sinks = call_isolated(self.pm, "botrace_health", self._dispatcher.faults, tracer=self)
+        return {
+            "enabled": self._enabled,
+            "traces_started": self.traces_started,
+            **self._dispatcher.health(),
+            "faults": dict(self._dispatcher.faults.counts),
+            "sinks": [dict(s) for s in sinks],
+        }
+
+
+class _CoreSpans:
+    """The core's implementations of the host-side ``botrace_trace_*`` hooks."""
+
+    def __init__(self, tracer: Tracer) -> None:
+        self.tracer = tracer
+
+    @hookimpl(trylast=True)
+    def botrace_trace_message(self, event: Any, name: str | None,
+                              attributes: Mapping[str, Any] | None) -> Span | NullSpan:
+        tracer = self.tracer
+        if not tracer.enabled:
+            return NULL_SPAN
+        described: Mapping[str, Any] | None = None
+        if event is not None:
+            try:
+                described = tracer.hook.botrace_describe_event(event=event)
+            except Exception:
+                tracer._dispatcher.faults("describe_event", "botrace: botrace_describe_event failed",
+                                          exc_info=True)
+        merged = {**(described or {}), **(attributes or {})}
+        return tracer.start_trace(name or "message", merged)
+
+    @hookimpl(trylast=True)
+    def botrace_trace_stage(self, stage: str, event: Any) -> Span | NullSpan:
+        span = self.tracer.span(stage, SpanType.PIPELINE_STAGE)
+        if span:
+            span.set_meta(stage=stage)
+        return span
+
+    @hookimpl(trylast=True)
+    def botrace_trace_handler(self, handler_name: str, module_path: str | None,
+                              event_type: str | None, plugin: PluginRef | str | None) -> Span | NullSpan:
+        span = self.tracer.span(handler_name, SpanType.PLUGIN_CALL, plugin=plugin, module=module_path)
+        if span:
+            span.set_meta(handler_name=handler_name, event_type=event_type, module=module_path)
+        return span
+
+    @hookimpl(trylast=True)
+    def botrace_trace_llm_call(self, model: str | None, provider: str | None, purpose: str | None,
+                               stream: bool, messages: Any) -> Span | NullSpan:
+        span = self.tracer.span(f"llm {model}" if model else "llm", SpanType.LLM_CALL)
+        if span:
+            span.set_meta(model=model, provider=provider, purpose=purpose, stream=bool(stream))
+            if messages is not None:
+                span.set_input(messages=messages)
+        return span
+
+    @hookimpl(trylast=True)
+    def botrace_trace_tool_call(self, tool_name: str, module_path: str | None, arguments: Any,
+                                tool_call_id: str | None, mcp_server: str | None) -> Span | NullSpan:
+        span = self.tracer.span(tool_name, SpanType.TOOL_CALL, module=module_path)
+        if span:
+            meta = {"tool_name": tool_name}
+            if tool_call_id:
+                meta["tool_call_id"] = tool_call_id
+            if mcp_server:
+                meta["mcp_server"] = mcp_server
+            span.set_meta(meta)
+            if arguments is not None:
+                span.set_input(arguments if isinstance(arguments, Mapping) else {"arguments": arguments})
+        return span
+
+    @hookimpl(trylast=True)
+    def botrace_trace_subagent(self, agent_name: str, module_path: str | None,
+                               task: Any) -> Span | NullSpan:
+        span = self.tracer.span(f"subagent {agent_name}", SpanType.SUBAGENT_CALL, module=module_path)
+        if span:
+            span.set_meta(agent_name=agent_name)
+            if task is not None:
+                span.set_input(task=task)
+        return span
