@@ -1,0 +1,131 @@
+// The page's entry: router, header (live state, tracing switch, theme) and views.
+
+import { api } from "./api.js";
+import { base } from "./dom.js";
+import { live } from "./live.js";
+import { listView } from "./list.js";
+import { conversationView, sessionsView, userView, usersView } from "./people.js";
+import { statsView } from "./stats.js";
+import { traceView } from "./trace.js";
+
+const main = document.getElementById("main");
+const VIEWS = {
+  index: listView,
+  trace: traceView,
+  sessions: sessionsView,
+  conversation: conversationView,
+  users: usersView,
+  user: userView,
+  stats: statsView,
+};
+const NAV_OF = { trace: "index", conversation: "sessions", user: "users" };
+
+let current = null;
+
+function route() {
+  const path = location.pathname.startsWith(base) ? location.pathname.slice(base.length) : "";
+  const parts = path.split("/").filter(Boolean);
+  if (parts.length === 0) return { view: "index" };
+  if (parts[0] === "traces" && parts[1]) return { view: "trace", id: decodeURIComponent(parts[1]) };
+  if (VIEWS[parts[0]] && parts.length === 1) return { view: parts[0] };
+  return { view: "notfound" };
+}
+
+function render() {
+  if (current && current.unmount) current.unmount();
+  current = null;
+  main.replaceChildren();
+  const r = route();
+  const nav = NAV_OF[r.view] || r.view;
+  for (const a of document.querySelectorAll("[data-nav]")) {
+    if (a.dataset.nav === nav) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+  document.body.dataset.view = r.view;
+  const view = VIEWS[r.view];
+  if (!view) {
+    const p = document.createElement("p");
+    p.className = "empty";
+    p.textContent = "There is no such page.";
+    main.append(p);
+    return;
+  }
+  current = view(main, { id: r.id, params: new URLSearchParams(location.search), navigate });
+}
+
+export function navigate(url, { replace = false } = {}) {
+  if (replace) history.replaceState(null, "", url);
+  else history.pushState(null, "", url);
+  render();
+  if (!replace) main.focus({ preventScroll: true });
+}
+
+document.addEventListener("click", (ev) => {
+  const a = ev.target.closest("a[data-link]");
+  if (!a || ev.defaultPrevented || ev.button !== 0 || ev.metaKey || ev.ctrlKey || ev.shiftKey || ev.altKey) return;
+  if (a.origin !== location.origin) return;
+  ev.preventDefault();
+  navigate(a.pathname + a.search);
+  window.scrollTo(0, 0);
+});
+window.addEventListener("popstate", render);
+
+// -- live indicator ----------------------------------------------------------------
+const liveEl = document.getElementById("live");
+const LIVE_LABEL = { connecting: "connecting", live: "live", reconnecting: "reconnecting…", offline: "offline", static: "read-only" };
+live.on("state", (state) => {
+  liveEl.dataset.state = state;
+  liveEl.querySelector(".live-label").textContent = LIVE_LABEL[state] || state;
+});
+
+// -- tracing switch ----------------------------------------------------------------
+const toggle = document.getElementById("trace-enable");
+function showConfig(cfg) {
+  if (!toggle || cfg.trace_enable === null || cfg.trace_enable === undefined) return;
+  toggle.checked = !!cfg.trace_enable;
+  toggle.disabled = false;
+  toggle.setAttribute("aria-checked", String(!!cfg.trace_enable));
+  document.body.dataset.tracing = cfg.trace_enable ? "on" : "off";
+}
+if (toggle) {
+  api.get("config").then(showConfig).catch(() => {});
+  toggle.addEventListener("change", async () => {
+    const want = toggle.checked;
+    toggle.disabled = true;
+    try {
+      showConfig(await api.put("config", { trace_enable: want }));
+    } catch (err) {
+      toggle.checked = !want;
+      toggle.disabled = false;
+      alert(`Could not switch tracing: ${err.message}`);
+    }
+  });
+  live.on("config", showConfig);
+}
+
+// -- theme -------------------------------------------------------------------------
+const THEMES = ["auto", "light", "dark"];
+function setTheme(theme) {
+  document.documentElement.dataset.theme = theme;
+  const btn = document.getElementById("theme");
+  if (btn) btn.title = `Theme: ${theme} (click to change)`;
+}
+let theme = "auto";
+try {
+  theme = localStorage.getItem("botrace-theme") || "auto";
+} catch {
+  /* storage may be off */
+}
+setTheme(theme);
+document.getElementById("theme")?.addEventListener("click", () => {
+  theme = THEMES[(THEMES.indexOf(theme) + 1) % THEMES.length];
+  setTheme(theme);
+  try {
+    localStorage.setItem("botrace-theme", theme);
+  } catch {
+    /* ignore */
+  }
+});
+
+live.start();
+render();

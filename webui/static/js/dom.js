@@ -1,0 +1,63 @@
+// DOM building without innerHTML: every string from a trace becomes a text node.
+
+export const base = document.body.dataset.base || "/";
+
+/** h("a", {class: "x", href, onclick}, "text", child, [more]) */
+export function h(tag, props, ...children) {
+  const el = document.createElement(tag);
+  if (props) setProps(el, props);
+  append(el, children);
+  return el;
+}
+
+function setProps(el, props) {
+  for (const [key, value] of Object.entries(props)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "class") el.className = value;
+    else if (key === "text") el.textContent = String(value);
+    else if (key === "dataset") Object.assign(el.dataset, value);
+    else if (key.startsWith("on") && typeof value === "function") el.addEventListener(key.slice(2), value);
+    else if (key === "value") el.value = value;
+    else if (key === "checked") el.checked = !!value;
+    else el.setAttribute(key, value === true ? "" : String(value));
+  }
+}
+
+export function append(el, children) {
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+export function clear(el) {
+  while (el.firstChild) el.removeChild(el.firstChild);
+  return el;
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+
+export function icon(name, cls = "icon") {
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("class", cls);
+  svg.setAttribute("aria-hidden", "true");
+  const use = document.createElementNS(SVG, "use");
+  use.setAttribute("href", `${base}static/icons.svg#${name}`);
+  svg.append(use);
+  return svg;
+}
+
+/** An internal link the router handles (no page reload). */
+export function link(path, props, ...children) {
+  return h("a", { href: base + path.replace(/^\//, ""), "data-link": true, ...props }, ...children);
+}
+
+export function qs(params) {
+  const u = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) {
+    if (v !== undefined && v !== null && v !== "") u.set(k, String(v));
+  }
+  const s = u.toString();
+  return s ? `?${s}` : "";
+}
