@@ -158,6 +158,8 @@ class RefHost:
     async def handle_event(self, event: MessageEvent) -> MessageEvent:
         """Run one message through the pipeline (inside its trace); replies land in ``event.replies``."""
         async with self.emitter.message(event) as root:
+            if root:
+                event.extras["trace_id"] = root.trace_id
             await self.scheduler.execute(event)
             if root:
                 root.set_output(replies=event.replies)

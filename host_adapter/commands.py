@@ -1,0 +1,26 @@
+"""The host adapter's contribution to the ``botrace`` command: ``botrace demo``.
+
+Loaded through the ``botrace`` entry-point group (``host_adapter =
+"host_adapter.commands"``), so it must stay cheap to import: the demo's
+modules are imported only when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from botrace.hookspecs import hookimpl
+
+__all__ = ["botrace_register_commands"]
+
+
+@hookimpl
+def botrace_register_commands(subparsers: argparse._SubParsersAction) -> None:
+    from host_adapter import demo
+
+    p = subparsers.add_parser(
+        "demo", help="run the reference chatbot host with example plugins and the Trace page",
+        description="Start the reference host (example plugins, scripted offline LLM, tracing "
+                    "on), serve the Trace page on 127.0.0.1 and drive synthetic conversations.")
+    demo.add_arguments(p)
+    p.set_defaults(func=demo.main)
