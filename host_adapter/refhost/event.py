@@ -73,6 +73,8 @@ class MessageEvent:
     sender_name: str
     message_str: str
     message_id: str = ""
+    #: The text as received (``message_str`` loses the wake prefix on the way).
+    raw_message: str = ""
     created_at: float = field(default_factory=time.time)
     #: Set by WakingCheck: the bot was addressed (private chat, wake prefix, @bot).
     is_wake: bool = False
@@ -106,6 +108,7 @@ class MessageEvent:
             sender_name=sender_name or user_id,
             message_str=text,
             message_id=f"m{next(_ids)}",
+            raw_message=text,
         )
 
     # -- identity (AstrBot spells these get_*) --
