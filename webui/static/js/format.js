@@ -2,6 +2,7 @@
 
 export function fmtDuration(ns) {
   if (ns === null || ns === undefined) return "…";
+  if (ns === 0) return "0";
   const ms = ns / 1e6;
   if (ms < 1) return `${(ns / 1e3).toFixed(0)} µs`;
   if (ms < 10) return `${ms.toFixed(2)} ms`;

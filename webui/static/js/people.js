@@ -1,0 +1,180 @@
+// Conversations (sessions), one conversation as a chat, users, one user.
+
+import { api } from "./api.js";
+import { clear, h, link } from "./dom.js";
+import { fmtAgo, fmtCost, fmtDuration, fmtFullTime, fmtNum, fmtTime } from "./format.js";
+import { live } from "./live.js";
+import { emptyState, notice, pager, pluginChip, statusBadge, traceTable } from "./widgets.js";
+
+function pagedTable({ title, hint, path, key, columns, row }) {
+  return (root) => {
+    const tbody = h("tbody");
+    const status = h("div", { class: "table-status" });
+    let cursor = null;
+    let shown = 0;
+    const pg = pager(() => load());
+    root.append(h("section", { class: "people-view" },
+      h("div", { class: "view-head" }, h("h1", null, title)),
+      h("p", { class: "hint" }, hint),
+      status,
+      h("div", { class: "table-wrap card" }, h("table", { class: "people" },
+        h("thead", null, h("tr", null, columns.map(([cls, label]) => h("th", { class: cls, scope: "col" }, label)))), tbody)),
+      pg.el));
+    async function load() {
+      pg.busy(true);
+      try {
+        const page = await api.get(path, { limit: 50, cursor: cursor || undefined });
+        for (const item of page[key]) {
+          tbody.append(row(item));
+          shown++;
+        }
+        cursor = page.next_cursor;
+        pg.update(shown, page.total, !!cursor, key);
+        if (!shown) status.append(emptyState(`No ${key} recorded yet.`));
+      } catch (err) {
+        clear(status).append(notice("error", err.message));
+      } finally {
+        pg.busy(false);
+      }
+    }
+    load();
+    return {};
+  };
+}
+
+export const sessionsView = pagedTable({
+  title: "Conversations",
+  hint: "Each session (unified message origin), most recent first.",
+  path: "sessions",
+  key: "sessions",
+  columns: [["", "Session"], ["", "Users"], ["", "Last message"], ["num", "Messages"], ["num", "Errors"], ["num", "Tokens in / out"], ["num", "Cost"]],
+  row: (s) => {
+    const q = s.session_id ? `session_id=${encodeURIComponent(s.session_id)}` : `umo=${encodeURIComponent(s.umo)}`;
+    return h("tr", null,
+      h("td", null, link(`conversation?${q}`, { title: s.umo || "" }, s.session_id || s.umo || "(none)")),
+      h("td", null, (s.user_ids || []).join(", ") || "–"),
+      h("td", { title: fmtFullTime(s.last_ns) }, fmtAgo(s.last_ns)),
+      h("td", { class: "num" }, fmtNum(s.trace_count)),
+      h("td", { class: `num${s.error_count ? " err" : ""}` }, fmtNum(s.error_count)),
+      h("td", { class: "num" }, `${fmtNum(s.input_tokens || 0)} / ${fmtNum(s.output_tokens || 0)}`),
+      h("td", { class: "num" }, fmtCost(s.cost_usd)));
+  },
+});
+
+export const usersView = pagedTable({
+  title: "Users",
+  hint: "Everyone who talked to the bot, most recent first.",
+  path: "users",
+  key: "users",
+  columns: [["", "User"], ["", "Name"], ["", "Last message"], ["num", "Sessions"], ["num", "Messages"], ["num", "Errors"], ["num", "Tokens in / out"], ["num", "Cost"]],
+  row: (u) => h("tr", null,
+    h("td", null, link(`user?user_id=${encodeURIComponent(u.user_id)}`, null, u.user_id || "(none)")),
+    h("td", null, u.sender || "–"),
+    h("td", { title: fmtFullTime(u.last_ns) }, fmtAgo(u.last_ns)),
+    h("td", { class: "num" }, fmtNum(u.session_count)),
+    h("td", { class: "num" }, fmtNum(u.trace_count)),
+    h("td", { class: `num${u.error_count ? " err" : ""}` }, fmtNum(u.error_count)),
+    h("td", { class: "num" }, `${fmtNum(u.input_tokens || 0)} / ${fmtNum(u.output_tokens || 0)}`),
+    h("td", { class: "num" }, fmtCost(u.cost_usd))),
+});
+
+/** One conversation, oldest message first, drawn as a chat with each message's trace. */
+export function conversationView(root, ctx) {
+  const filter = {};
+  if (ctx.params.get("session_id")) filter.session_id = ctx.params.get("session_id");
+  else if (ctx.params.get("umo")) filter.umo = ctx.params.get("umo");
+  const title = filter.session_id || filter.umo || "";
+  const log = h("ol", { class: "conversation" });
+  const status = h("div", { class: "table-status" });
+  let cursor = null;
+  const pg = pager(() => load());
+  root.append(h("section", { class: "conversation-view" },
+    h("div", { class: "crumbs" }, link("sessions", null, "← Conversations")),
+    h("div", { class: "view-head" }, h("h1", null, "Conversation ", h("code", null, title))),
+    status, pg.el, log));
+  if (!title) {
+    status.append(notice("error", "Give a session_id or umo in the address."));
+    return {};
+  }
+  const items = new Map();
+  let total = 0;
+
+  function bubble(t) {
+    return h("li", { class: `turn status-${t.status}`, dataset: { traceId: t.trace_id } },
+      h("div", { class: "bubble me" }, t.outline || "(no text)"),
+      h("div", { class: "turn-meta" },
+        h("span", { title: fmtFullTime(t.start_ns) }, fmtTime(t.start_ns)), " · ",
+        h("span", null, t.sender || t.user_id || "?"), " · ",
+        statusBadge(t.status), " · ",
+        t.status === "running" ? "running…" : fmtDuration(t.duration_ns), " · ",
+        `${fmtNum(t.span_count)} spans`,
+        (t.input_tokens || t.output_tokens) ? ` · ${fmtNum(t.input_tokens)} / ${fmtNum(t.output_tokens)} tokens` : "",
+        " ", (t.plugins || []).slice(0, 4).map((p) => pluginChip(p)), " ",
+        link(`traces/${t.trace_id}`, { class: "open-trace" }, "open trace →")));
+  }
+
+  function put(t, atEnd) {
+    const el = bubble(t);
+    const known = items.get(t.trace_id);
+    if (known) known.replaceWith(el);
+    else if (atEnd) log.append(el);
+    else log.prepend(el);
+    items.set(t.trace_id, el);
+  }
+
+  async function load() {
+    pg.busy(true);
+    try {
+      const page = await api.get("traces", { ...filter, limit: 50, cursor: cursor || undefined });
+      for (const t of page.traces) put(t, false); // newest first from the API: prepend
+      cursor = page.next_cursor;
+      total = page.total;
+      pg.update(items.size, total, !!cursor, "messages");
+      if (!items.size) status.append(emptyState("No messages in this conversation."));
+    } catch (err) {
+      clear(status).append(notice("error", err.message));
+    } finally {
+      pg.busy(false);
+    }
+  }
+
+  const onLive = (t) => {
+    if ((filter.session_id && t.session_id !== filter.session_id) || (filter.umo && t.umo !== filter.umo)) return;
+    if (!items.has(t.trace_id)) total++;
+    clear(status);
+    put(t, true);
+    pg.update(items.size, total, !!cursor, "messages");
+  };
+  const offs = [live.on("trace_started", onLive), live.on("trace_finished", onLive)];
+  load();
+  return { unmount: () => offs.forEach((off) => off()) };
+}
+
+/** One user: totals and their traces. */
+export function userView(root, ctx) {
+  const userId = ctx.params.get("user_id") || "";
+  const summary = h("dl", { class: "facts card" });
+  const table = traceTable(() => ({ user_id: userId }), { emptyText: "No traces for this user." });
+  root.append(h("section", { class: "user-view" },
+    h("div", { class: "crumbs" }, link("users", null, "← Users")),
+    h("div", { class: "view-head" }, h("h1", null, "User ", h("code", null, userId))),
+    summary, table.el));
+  if (!userId) {
+    summary.replaceWith(notice("error", "Give a user_id in the address."));
+    return {};
+  }
+  api.get("users", { limit: 500 }).then((page) => {
+    const u = (page.users || []).find((x) => x.user_id === userId);
+    if (!u) return;
+    const facts = [["Name", u.sender || "–"], ["Messages", fmtNum(u.trace_count)], ["Sessions", fmtNum(u.session_count)],
+      ["Errors", fmtNum(u.error_count)], ["Tokens", `${fmtNum(u.input_tokens || 0)} in / ${fmtNum(u.output_tokens || 0)} out`],
+      ["Cost", fmtCost(u.cost_usd)], ["Last seen", fmtAgo(u.last_ns)]];
+    summary.append(...facts.map(([k, v]) => h("div", null, h("dt", null, k), h("dd", null, v))));
+  }).catch(() => {});
+  const offs = [
+    live.on("trace_started", (d) => table.onLive("trace_started", d)),
+    live.on("trace_finished", (d) => table.onLive("trace_finished", d)),
+  ];
+  table.reload();
+  return { unmount: () => offs.forEach((off) => off()) };
+}

@@ -1,0 +1,105 @@
+// "Which phase is the bottleneck": latency, errors and tokens per stage / plugin / tool / model.
+
+import { api } from "./api.js";
+import { base, clear, h, link, qs } from "./dom.js";
+import { fmtCost, fmtMs, fmtNum, fmtPct, pluginHue } from "./format.js";
+import { emptyState, notice, pluginChip } from "./widgets.js";
+
+const GROUPS = [["stage", "Stages"], ["plugin", "Plugins"], ["tool", "Tools"], ["model", "Models"], ["span_type", "Span types"]];
+const WINDOWS = [["1h", "Last hour"], ["24h", "Last 24 h"], ["7d", "Last 7 days"], ["", "All time"]];
+// where a click on a group leads: the trace list filtered by it
+const LIST_FILTER = { plugin: "plugin", tool: "tool", model: "model", span_type: "span_type" };
+
+export function statsView(root, ctx) {
+  const state = {
+    group_by: ctx.params.get("group_by") || "stage",
+    since: ctx.params.has("since") ? ctx.params.get("since") : "24h",
+  };
+  const tabs = h("div", { class: "segmented", role: "tablist", "aria-label": "Group by" });
+  const windowSel = h("select", { id: "stats-window", "aria-label": "Time window" },
+    WINDOWS.map(([v, l]) => h("option", { value: v }, l)));
+  windowSel.value = state.since;
+  windowSel.addEventListener("change", () => {
+    state.since = windowSel.value;
+    load();
+  });
+  const body = h("div", { class: "stats-body" });
+  root.append(h("section", { class: "stats-view" },
+    h("div", { class: "view-head" }, h("h1", null, "Where the time goes"), h("div", { class: "controls" }, tabs, windowSel)),
+    h("p", { class: "hint" }, "Per group: how often it ran, how often it failed, and its latency (p50 and p95 bars on one scale)."),
+    body));
+
+  function drawTabs() {
+    clear(tabs);
+    for (const [v, l] of GROUPS) {
+      tabs.append(h("button", {
+        type: "button", role: "tab", "aria-selected": String(state.group_by === v), class: state.group_by === v ? "on" : "",
+        onclick: () => {
+          state.group_by = v;
+          load();
+        },
+      }, l));
+    }
+  }
+
+  let gen = 0;
+  async function load() {
+    const mine = ++gen;
+    drawTabs();
+    history.replaceState(null, "", `${base}stats${qs({ group_by: state.group_by, since: state.since === "24h" ? "" : state.since || "all" })}`);
+    const params = { group_by: state.group_by };
+    if (state.since && state.since !== "all") params.since = state.since;
+    try {
+      const st = await api.get("stats", params);
+      if (mine !== gen) return;
+      draw(st.groups || []);
+    } catch (err) {
+      if (mine === gen) clear(body).append(notice("error", err.message));
+    }
+  }
+
+  function draw(groups) {
+    clear(body);
+    if (!groups.length) {
+      body.append(emptyState("Nothing recorded in this window."));
+      return;
+    }
+    const scale = Math.max(...groups.map((g) => g.p95_ms || 0), 1e-9);
+    const tbody = h("tbody");
+    for (const g of groups) {
+      const p50 = h("span", { class: "lat-bar p50" });
+      p50.style.width = `${((g.p50_ms || 0) / scale) * 100}%`;
+      const p95 = h("span", { class: "lat-bar p95" });
+      p95.style.width = `${((g.p95_ms || 0) / scale) * 100}%`;
+      if (state.group_by === "plugin") {
+        p50.style.setProperty("--ph", String(pluginHue(String(g.key))));
+        p95.style.setProperty("--ph", String(pluginHue(String(g.key))));
+        p50.classList.add("plugin-colored");
+        p95.classList.add("plugin-colored");
+      }
+      const key = String(g.key ?? "(none)");
+      const filter = LIST_FILTER[state.group_by];
+      const label = state.group_by === "plugin" ? pluginChip(key) : h("span", { class: "group-key" }, key);
+      const name = filter ? link(`${qs({ [filter]: key, since: state.since || undefined })}`, { title: "Show these traces" }, label) : label;
+      tbody.append(h("tr", { class: g.errors ? "has-errors" : "" },
+        h("th", { scope: "row", class: "c-key" }, name),
+        h("td", { class: "num" }, fmtNum(g.count)),
+        h("td", { class: `num${g.errors ? " err" : ""}` }, `${fmtPct(g.error_rate)}${g.errors ? ` (${fmtNum(g.errors)})` : ""}`),
+        h("td", { class: "num" }, fmtMs(g.p50_ms)),
+        h("td", { class: "num" }, fmtMs(g.p95_ms)),
+        h("td", { class: "num" }, fmtMs(g.p99_ms)),
+        h("td", { class: "c-bars", title: `p50 ${fmtMs(g.p50_ms)} · p95 ${fmtMs(g.p95_ms)}` }, h("div", { class: "lat" }, p95, p50)),
+        h("td", { class: "num" }, fmtMs(g.total_ms)),
+        h("td", { class: "num" }, g.input_tokens || g.output_tokens ? `${fmtNum(g.input_tokens)} / ${fmtNum(g.output_tokens)}` : "–"),
+        h("td", { class: "num" }, fmtCost(g.cost_usd))));
+    }
+    body.append(h("div", { class: "table-wrap card" }, h("table", { class: "stats" },
+      h("thead", null, h("tr", null,
+        ["Name", "Count", "Errors", "p50", "p95", "p99", "Latency", "Total time", "Tokens in / out", "Cost"].map((c, i) =>
+          h("th", { scope: "col", class: i === 0 ? "c-key" : i === 6 ? "c-bars" : "num" }, c)))),
+      tbody)));
+  }
+
+  load();
+  return {};
+}

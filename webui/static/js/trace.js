@@ -1,0 +1,556 @@
+// One trace: the span tree with a waterfall on one time axis, and the detail pane.
+//
+// Rows are virtualised: only the ones in view (plus a margin) exist in the DOM, so a
+// trace of thousands of spans opens and scrolls like a small one. A running trace
+// grows as span events arrive on the live stream.
+
+import { api, ApiError, apiUrl } from "./api.js";
+import { clear, h, icon, link } from "./dom.js";
+import { fmtCost, fmtDuration, fmtFullTime, fmtNum, fmtTime, pluginHue } from "./format.js";
+import { live } from "./live.js";
+import { emptyState, notice, pluginChip, statusBadge } from "./widgets.js";
+
+const ROW_H = 28;
+const OVERSCAN = 10;
+const DISPLAY_MAX = 2000; // characters of one string shown before "cut for display"
+const TYPE_ICON = {
+  message: "message", pipeline_stage: "stage", plugin_call: "handler", llm_call: "llm",
+  tool_call: "tool", subagent_call: "agent", io_call: "io", custom: "dot",
+};
+const TYPE_LABEL = {
+  message: "message", pipeline_stage: "stage", plugin_call: "handler", llm_call: "LLM call",
+  tool_call: "tool call", subagent_call: "subagent", io_call: "IO", custom: "custom",
+};
+
+export function traceView(root, ctx) {
+  const tid = (ctx.id || "").toLowerCase();
+  const nodes = new Map(); // span_id -> {s, children, parent}
+  const roots = [];
+  const waiting = new Map(); // parent span_id -> [nodes that arrived before their parent]
+  const collapsed = new Set();
+  const fullSpans = new Map(); // span_id -> span with its values
+  let trace = null;
+  let rows = []; // visible nodes in order, with depth
+  let selected = null;
+  let t0 = 0;
+  let t1 = 0;
+  let structureDirty = true;
+  let frame = 0;
+  let tick = 0;
+  let loaded = false;
+
+  // -- skeleton ---------------------------------------------------------------------
+  const headEl = h("header", { class: "trace-head card" });
+  const axis = h("div", { class: "col-wf axis", "aria-hidden": "true" });
+  const spacer = h("div", { class: "tree-spacer" });
+  const scroller = h("div", {
+    class: "tree-scroll", tabindex: "0", role: "tree", "aria-label": "Span tree (arrow keys to move, Enter to fold)",
+  }, spacer);
+  const treeStatus = h("div", { class: "tree-status" });
+  const detail = h("aside", { class: "detail-pane card", "aria-label": "Span details", tabindex: "-1" },
+    emptyState("Select a span to see its input, output and metadata."));
+  const treePane = h("section", { class: "tree-pane card", "aria-label": "Spans" },
+    h("div", { class: "tree-head" }, h("div", { class: "col-name" }, "Span"), axis), treeStatus, scroller);
+  root.append(h("div", { class: "trace-view" }, headEl, h("div", { class: "trace-body" }, treePane, detail)));
+
+  // -- the model ---------------------------------------------------------------------
+  function finished(s) {
+    return s.status && s.status !== "running";
+  }
+
+  function addSpan(s) {
+    const known = nodes.get(s.span_id);
+    if (known) {
+      // a finished span never goes back to running (events and REST may arrive in any order)
+      if (finished(known.s) && !finished(s)) return;
+      known.s = { ...known.s, ...s };
+      known.version++;
+      return;
+    }
+    const node = { s, children: [], parent: null, version: 0 };
+    nodes.set(s.span_id, node);
+    const parent = s.parent_id ? nodes.get(s.parent_id) : null;
+    if (parent) insertChild(parent, node);
+    else {
+      insertSorted(roots, node);
+      if (s.parent_id) {
+        if (!waiting.has(s.parent_id)) waiting.set(s.parent_id, []);
+        waiting.get(s.parent_id).push(node);
+      }
+    }
+    const early = waiting.get(s.span_id);
+    if (early) {
+      waiting.delete(s.span_id);
+      for (const child of early) {
+        roots.splice(roots.indexOf(child), 1);
+        insertChild(node, child);
+      }
+    }
+    structureDirty = true;
+  }
+
+  function insertChild(parent, node) {
+    node.parent = parent;
+    insertSorted(parent.children, node);
+  }
+
+  function insertSorted(list, node) {
+    const start = node.s.start_ns || 0;
+    let i = list.length;
+    while (i > 0 && (list[i - 1].s.start_ns || 0) > start) i--;
+    list.splice(i, 0, node);
+  }
+
+  function flatten() {
+    rows = [];
+    const stack = [];
+    for (let i = roots.length - 1; i >= 0; i--) stack.push([roots[i], 0]);
+    while (stack.length) {
+      const [node, depth] = stack.pop();
+      node.depth = depth;
+      node.index = rows.length;
+      rows.push(node);
+      if (!collapsed.has(node.s.span_id)) {
+        for (let i = node.children.length - 1; i >= 0; i--) stack.push([node.children[i], depth + 1]);
+      }
+    }
+    structureDirty = false;
+  }
+
+  function timeBounds() {
+    let lo = Infinity;
+    let hi = 0;
+    let running = false;
+    for (const { s } of nodes.values()) {
+      if (s.start_ns && s.start_ns < lo) lo = s.start_ns;
+      if (s.end_ns && s.end_ns > hi) hi = s.end_ns;
+      if (!finished(s)) running = true;
+    }
+    if (trace && trace.status === "running") running = true;
+    if (running) hi = Math.max(hi, Date.now() * 1e6);
+    if (lo === Infinity) lo = hi;
+    t0 = lo;
+    t1 = Math.max(hi, lo + 1);
+    return running;
+  }
+
+  // -- drawing -------------------------------------------------------------------------
+  const rendered = new Map(); // span_id -> {el, key}
+
+  function schedule() {
+    if (!frame) frame = requestAnimationFrame(draw);
+  }
+
+  function draw() {
+    frame = 0;
+    if (structureDirty) flatten();
+    const running = timeBounds();
+    spacer.style.height = `${rows.length * ROW_H}px`;
+    drawAxis();
+    const top = scroller.scrollTop;
+    const first = Math.max(0, Math.floor(top / ROW_H) - OVERSCAN);
+    const last = Math.min(rows.length, Math.ceil((top + scroller.clientHeight) / ROW_H) + OVERSCAN);
+    const keep = new Set();
+    for (let i = first; i < last; i++) {
+      const node = rows[i];
+      const id = node.s.span_id;
+      keep.add(id);
+      const key = `${node.version}|${i}|${node.depth}|${selected === id}|${collapsed.has(id)}|${node.children.length}|${t0}|${t1}`;
+      const have = rendered.get(id);
+      if (have && have.key === key) continue;
+      const el = rowElement(node, i);
+      if (have) have.el.replaceWith(el);
+      else spacer.append(el);
+      rendered.set(id, { el, key });
+    }
+    for (const [id, r] of rendered) {
+      if (!keep.has(id)) {
+        r.el.remove();
+        rendered.delete(id);
+      }
+    }
+    if (selected && nodes.has(selected)) scroller.setAttribute("aria-activedescendant", `row-${selected}`);
+    treeStatus.textContent = running ? `running… ${fmtNum(nodes.size)} spans so far` : "";
+    treeStatus.hidden = !running;
+    if (running && !tick) tick = setInterval(schedule, 250);
+    if (!running && tick) {
+      clearInterval(tick);
+      tick = 0;
+    }
+  }
+
+  function drawAxis() {
+    clear(axis);
+    const total = t1 - t0;
+    for (const f of [0, 0.25, 0.5, 0.75, 1]) {
+      const mark = h("span", { class: "tick" }, fmtDuration(total * f));
+      mark.style.left = `${f * 100}%`;
+      axis.append(mark);
+    }
+  }
+
+  function rowElement(node, index) {
+    const s = node.s;
+    const id = s.span_id;
+    const hasKids = node.children.length > 0;
+    const isCollapsed = collapsed.has(id);
+    const el = h("div", {
+      class: `span-row type-${s.span_type} status-${s.status}${selected === id ? " selected" : ""}`,
+      id: `row-${id}`, role: "treeitem", "aria-level": String(node.depth + 1),
+      "aria-selected": String(selected === id), dataset: { spanId: id },
+    });
+    if (hasKids) el.setAttribute("aria-expanded", String(!isCollapsed));
+    el.style.transform = `translateY(${index * ROW_H}px)`;
+
+    const indent = h("span", { class: "indent" });
+    indent.style.width = `${node.depth * 16}px`;
+    const caret = hasKids
+      ? h("button", { type: "button", class: `caret${isCollapsed ? " closed" : ""}`, tabindex: "-1", "aria-label": isCollapsed ? "Expand" : "Collapse" }, icon("chevron", "icon icon-sm"))
+      : h("span", { class: "caret-space" });
+    caret.addEventListener("click", (ev) => {
+      ev.stopPropagation();
+      toggle(id);
+    });
+    const plugin = s.plugin && s.plugin.name ? s.plugin : null;
+    const name = h("div", { class: "col-name" }, indent, caret,
+      icon(TYPE_ICON[s.span_type] || "dot", "icon type-icon"),
+      h("span", { class: "span-name", title: `${s.name} (${TYPE_LABEL[s.span_type] || s.span_type})` }, s.name),
+      plugin ? pluginChip(plugin.name, plugin.plugin_type, plugin.display_name) : null,
+      s.status === "error" ? h("span", { class: "err-mark", title: s.error ? `${s.error.type}: ${s.error.message}` : "error" }, "!") : null,
+      hasKids && isCollapsed ? h("span", { class: "folded" }, `+${countBelow(node)}`) : null);
+
+    const total = t1 - t0;
+    const start = (s.start_ns || t0) - t0;
+    const end = (s.end_ns || (finished(s) ? s.start_ns : t1)) - t0;
+    const bar = h("div", { class: `bar status-${s.status}` });
+    bar.style.left = `${(start / total) * 100}%`;
+    bar.style.width = `max(2px, ${(Math.max(0, end - start) / total) * 100}%)`;
+    if (plugin) bar.style.setProperty("--ph", String(pluginHue(plugin.name)));
+    else bar.classList.add("no-plugin");
+    const label = h("span", { class: "bar-label" }, finished(s) ? fmtDuration(s.duration_ns ?? end - start) : "…");
+    label.style.left = `${(end / total) * 100}%`;
+    if (end / total > 0.8) label.classList.add("inside");
+    const wf = h("div", { class: "col-wf" }, bar, label);
+    el.append(name, wf);
+    el.addEventListener("click", () => select(id, true));
+    el.addEventListener("dblclick", () => toggle(id));
+    return el;
+  }
+
+  function countBelow(node) {
+    let n = 0;
+    const stack = [...node.children];
+    while (stack.length) {
+      const c = stack.pop();
+      n++;
+      stack.push(...c.children);
+    }
+    return n;
+  }
+
+  // -- interaction ---------------------------------------------------------------------
+  function toggle(id) {
+    const node = nodes.get(id);
+    if (!node || !node.children.length) return;
+    if (collapsed.has(id)) collapsed.delete(id);
+    else collapsed.add(id);
+    structureDirty = true;
+    schedule();
+  }
+
+  function setAll(open) {
+    collapsed.clear();
+    if (!open) for (const [id, n] of nodes) if (n.children.length && n.parent) collapsed.add(id);
+    structureDirty = true;
+    schedule();
+  }
+
+  function select(id, showDetail) {
+    selected = id;
+    const node = nodes.get(id);
+    if (!node) return;
+    // reveal it: unfold its ancestors
+    for (let p = node.parent; p; p = p.parent) {
+      if (collapsed.delete(p.s.span_id)) structureDirty = true;
+    }
+    if (structureDirty) flatten();
+    ensureVisible(node.index);
+    schedule();
+    if (showDetail) showSpan(id);
+    const u = new URL(location.href);
+    u.searchParams.set("span", id);
+    history.replaceState(null, "", u);
+  }
+
+  function ensureVisible(index) {
+    const top = index * ROW_H;
+    if (top < scroller.scrollTop) scroller.scrollTop = top;
+    else if (top + ROW_H > scroller.scrollTop + scroller.clientHeight) scroller.scrollTop = top + ROW_H - scroller.clientHeight;
+  }
+
+  scroller.addEventListener("scroll", schedule, { passive: true });
+  const onResize = () => schedule();
+  window.addEventListener("resize", onResize);
+
+  scroller.addEventListener("keydown", (ev) => {
+    if (!rows.length) return;
+    if (structureDirty) flatten();
+    const cur = selected && nodes.has(selected) ? nodes.get(selected) : null;
+    const i = cur ? cur.index : -1;
+    const page = Math.max(1, Math.floor(scroller.clientHeight / ROW_H) - 1);
+    const go = (j) => select(rows[Math.max(0, Math.min(rows.length - 1, j))].s.span_id, true);
+    switch (ev.key) {
+      case "ArrowDown": go(i + 1); break;
+      case "ArrowUp": go(i <= 0 ? 0 : i - 1); break;
+      case "PageDown": go(i + page); break;
+      case "PageUp": go(i - page); break;
+      case "Home": go(0); break;
+      case "End": go(rows.length - 1); break;
+      case "ArrowRight":
+        if (!cur) go(0);
+        else if (cur.children.length && collapsed.has(selected)) toggle(selected);
+        else if (cur.children.length) go(i + 1);
+        break;
+      case "ArrowLeft":
+        if (cur && cur.children.length && !collapsed.has(selected)) toggle(selected);
+        else if (cur && cur.parent) select(cur.parent.s.span_id, true);
+        break;
+      case "Enter":
+      case " ":
+        if (cur) toggle(selected);
+        break;
+      default:
+        return;
+    }
+    ev.preventDefault();
+  });
+
+  // -- detail pane ---------------------------------------------------------------------
+  let detailFor = null;
+  async function showSpan(id) {
+    detailFor = id;
+    const node = nodes.get(id);
+    if (!node) return;
+    let full = fullSpans.get(id);
+    if (!full && "input" in node.s && finished(node.s)) full = node.s; // a live event carries the values
+    drawDetail(full || node.s, !full);
+    if (full) return;
+    try {
+      full = await api.get(`traces/${tid}/spans/${id}`);
+      fullSpans.set(id, full);
+    } catch (err) {
+      full = "input" in node.s ? node.s : null;
+      if (!full && detailFor === id) {
+        detail.append(notice("info", err.status === 404 ? "Values not stored yet (the span is still running)." : err.message));
+      }
+    }
+    if (full && detailFor === id) drawDetail(full, false);
+  }
+
+  function drawDetail(s, loading) {
+    clear(detail);
+    const plugin = s.plugin && s.plugin.name ? s.plugin : null;
+    const start = (s.start_ns || t0) - t0;
+    detail.append(
+      h("h2", { class: "detail-title" }, icon(TYPE_ICON[s.span_type] || "dot", "icon type-icon"), h("span", null, s.name)),
+      h("div", { class: "detail-tags" },
+        h("span", { class: "chip type" }, TYPE_LABEL[s.span_type] || s.span_type),
+        plugin ? pluginChip(plugin.name, plugin.plugin_type, plugin.display_name) : null,
+        statusBadge(s.status)),
+    );
+    const kv = [
+      ["Starts at", `+${fmtDuration(start)}`],
+      ["Duration", finished(s) ? fmtDuration(s.duration_ns) : "running…"],
+    ];
+    if (s.self_ns !== undefined && s.self_ns !== null) kv.push(["Self time", fmtDuration(s.self_ns)]);
+    const m = s.meta || {};
+    if (m.model) kv.push(["Model", `${m.model}${m.provider ? ` (${m.provider})` : ""}`]);
+    if (m.input_tokens !== undefined || m.output_tokens !== undefined) {
+      kv.push(["Tokens", `${fmtNum(m.input_tokens || 0)} in / ${fmtNum(m.output_tokens || 0)} out${m.cached_tokens ? ` / ${fmtNum(m.cached_tokens)} cached` : ""}`]);
+    }
+    if (m.ttft_ms !== undefined) kv.push(["First token", `${fmtNum(m.ttft_ms)} ms`]);
+    if (s.cost_usd) kv.push(["Cost", fmtCost(s.cost_usd)]);
+    if (plugin) kv.push(["Plugin", `${plugin.display_name || plugin.name} · ${plugin.plugin_type === "builtin" ? "builtin" : "third-party"}${plugin.version ? ` · v${plugin.version}` : ""}`]);
+    kv.push(["Span id", s.span_id]);
+    if (s.parent_id) kv.push(["Parent", s.parent_id]);
+    detail.append(h("dl", { class: "kv" }, kv.map(([k, v]) => [h("dt", null, k), h("dd", null, v)])));
+
+    if (s.error) {
+      detail.append(h("section", { class: "error-box", "aria-label": "Error" },
+        h("div", { class: "error-head" }, h("strong", null, s.error.type || "Error"), ": ", String(s.error.message ?? "")),
+        s.error.traceback ? h("pre", { class: "traceback" }, String(s.error.traceback)) : null));
+    }
+    if (s.truncated) {
+      detail.append(notice("warn", "Some values of this span were cut when they were recorded (the trace's size limits)."));
+    }
+    if (loading) {
+      detail.append(h("p", { class: "hint" }, "Loading values…"));
+      return;
+    }
+    let cut = false;
+    for (const key of ["input", "output", "meta"]) {
+      const value = s[key];
+      if (!value || (typeof value === "object" && !Object.keys(value).length)) continue;
+      const [text, wasCut] = displayJson(value);
+      cut = cut || wasCut;
+      detail.append(h("section", { class: `values values-${key}` },
+        h("h3", null, key[0].toUpperCase() + key.slice(1)), h("pre", { class: "json" }, text)));
+    }
+    if (s.events && s.events.length) {
+      detail.append(h("section", { class: "values" }, h("h3", null, "Events"),
+        h("ol", { class: "events" }, s.events.map((e) =>
+          h("li", null, h("span", { class: "ev-time" }, `+${fmtDuration((e.time_ns || t0) - t0)}`), " ", h("strong", null, e.name),
+            e.attributes && Object.keys(e.attributes).length ? h("pre", { class: "json" }, displayJson(e.attributes)[0]) : null)))));
+    }
+    if (cut) detail.append(notice("warn", "Long values are cut for display. The download has them in full."));
+    detail.append(h("p", { class: "downloads" },
+      h("a", { href: apiUrl(`traces/${tid}/spans/${s.span_id}`, { download: "true" }), download: "" }, icon("download", "icon icon-sm"), " Full span (JSON)")));
+  }
+
+  // -- header ----------------------------------------------------------------------------
+  function drawHead() {
+    clear(headEl);
+    const t = trace || {};
+    const spanCount = t.span_count || nodes.size;
+    let inTok = t.input_tokens;
+    let outTok = t.output_tokens;
+    let cost = t.cost_usd;
+    if (t.status === "running" || inTok === undefined) {
+      inTok = 0;
+      outTok = 0;
+      cost = 0;
+      for (const { s } of nodes.values()) {
+        inTok += (s.meta && s.meta.input_tokens) || 0;
+        outTok += (s.meta && s.meta.output_tokens) || 0;
+        cost += s.cost_usd || 0;
+      }
+    }
+    const facts = [
+      ["Started", h("span", { title: fmtFullTime(t.start_ns) }, fmtTime(t.start_ns))],
+      ["Duration", t.status === "running" ? "running…" : fmtDuration(t.duration_ns)],
+      ["Spans", fmtNum(spanCount)],
+      ["Tokens", `${fmtNum(inTok)} in / ${fmtNum(outTok)} out${t.cached_tokens ? ` (${fmtNum(t.cached_tokens)} cached)` : ""}`],
+      ["Cost", fmtCost(cost)],
+    ];
+    if (t.user_id) facts.push(["User", link(`user?user_id=${encodeURIComponent(t.user_id)}`, null, t.sender && t.sender !== t.user_id ? `${t.sender} (${t.user_id})` : t.user_id)]);
+    if (t.session_id || t.umo) {
+      const q = t.session_id ? `session_id=${encodeURIComponent(t.session_id)}` : `umo=${encodeURIComponent(t.umo)}`;
+      facts.push(["Conversation", link(`conversation?${q}`, { title: t.umo || "" }, t.session_id || t.umo)]);
+    }
+    if (t.agent_type) facts.push(["Agent", t.agent_type]);
+    headEl.append(
+      h("div", { class: "crumbs" }, link("", null, "← Traces")),
+      h("div", { class: "trace-title" }, statusBadge(t.status), h("h1", { class: "outline" }, t.outline || "(no text)")),
+      h("dl", { class: "facts" }, facts.map(([k, v]) => h("div", null, h("dt", null, k), h("dd", null, v)))),
+    );
+    const warnings = [];
+    if (t.dropped_spans) warnings.push(`${fmtNum(t.dropped_spans)} spans were dropped (span budget).`);
+    if (t.truncated) warnings.push("Some values were cut (byte budget).");
+    if (warnings.length) headEl.append(notice("warn", warnings.join(" ")));
+    headEl.append(h("div", { class: "actions" },
+      h("button", { type: "button", class: "secondary", onclick: () => setAll(true) }, "Expand all"),
+      h("button", { type: "button", class: "secondary", onclick: () => setAll(false) }, "Collapse all"),
+      h("a", { class: "button secondary", href: apiUrl(`traces/${tid}/download`, { format: "json" }), download: "" }, icon("download", "icon icon-sm"), " JSON"),
+      h("a", { class: "button secondary", href: apiUrl(`traces/${tid}/download`, { format: "otlp" }), download: "" }, icon("download", "icon icon-sm"), " OTLP")));
+  }
+
+  // -- data ------------------------------------------------------------------------------
+  function seedFromLive() {
+    const entry = live.recent.get(tid);
+    if (!entry) return false;
+    trace = { ...entry.trace, ...(trace || {}) };
+    for (const s of entry.spans.values()) addSpan(s);
+    return true;
+  }
+
+  async function load() {
+    const fromLive = seedFromLive();
+    if (fromLive) {
+      drawHead();
+      schedule();
+    }
+    try {
+      const doc = await api.get(`traces/${tid}`, { shape: "flat", values: "none" });
+      trace = trace && trace.status === "running" && doc.trace.status === "running" ? { ...doc.trace, ...trace } : doc.trace;
+      for (const s of doc.spans) addSpan(s);
+    } catch (err) {
+      if (!(err instanceof ApiError && err.status === 404 && (fromLive || nodes.size))) {
+        clear(treeStatus).append(notice(err.status === 404 ? "info" : "error",
+          err.status === 404 ? "No trace with this id (yet). If it is running, it will appear here." : err.message));
+        treeStatus.hidden = false;
+      }
+    }
+    loaded = true;
+    drawHead();
+    const want = ctx.params.get("span");
+    if (want && nodes.has(want)) select(want, true);
+    else if (!selected && roots.length) select(roots[0].s.span_id, false);
+    schedule();
+  }
+
+  // live growth of this trace
+  const offs = [
+    live.on("trace_started", (t) => {
+      if (t.trace_id !== tid) return;
+      trace = { ...t, ...(trace || {}) };
+      drawHead();
+    }),
+    live.on("trace_finished", (t) => {
+      if (t.trace_id !== tid) return;
+      trace = { ...(trace || {}), ...t };
+      drawHead();
+      schedule();
+    }),
+    live.on("span_started", (s) => {
+      if (s.trace_id !== tid) return;
+      addSpan(s);
+      if (!selected) selected = s.span_id;
+      if (loaded) drawHeadSoon();
+      schedule();
+    }),
+    live.on("span_finished", (s) => {
+      if (s.trace_id !== tid) return;
+      addSpan(s);
+      fullSpans.set(s.span_id, s);
+      if (detailFor === s.span_id) drawDetail(s, false);
+      if (loaded) drawHeadSoon();
+      schedule();
+    }),
+    live.on("resync", () => {
+      if (trace && trace.status !== "running") return;
+      load();
+    }),
+  ];
+  let headTimer = 0;
+  function drawHeadSoon() {
+    if (!headTimer) headTimer = setTimeout(() => {
+      headTimer = 0;
+      drawHead();
+    }, 200);
+  }
+
+  load();
+  scroller.focus({ preventScroll: true });
+  return {
+    unmount() {
+      offs.forEach((off) => off());
+      clearInterval(tick);
+      clearTimeout(headTimer);
+      cancelAnimationFrame(frame);
+      window.removeEventListener("resize", onResize);
+    },
+  };
+}
+
+/** Pretty JSON with long strings cut for display; returns [text, whether anything was cut]. */
+export function displayJson(value) {
+  let cut = false;
+  const text = JSON.stringify(value, (_k, v) => {
+    if (typeof v === "string" && v.length > DISPLAY_MAX) {
+      cut = true;
+      return `${v.slice(0, DISPLAY_MAX)}… [cut for display: ${v.length - DISPLAY_MAX} more characters]`;
+    }
+    return v;
+  }, 2);
+  return [text === undefined ? String(value) : text, cut];
+}
