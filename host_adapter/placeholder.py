@@ -1,6 +1,6 @@
 """A minimal page for ``botrace demo`` when the web UI package is not installed.
 
-``GET /`` says so; ``POST /api/chat`` with ``{"text", "user_id", "session"}``
+``GET /`` says so; ``POST /api/v1/chat`` with ``{"text", "user_id", "session"}``
 sends a message to the reference host and answers ``{"reply", "trace_id"}``.
 """
 
@@ -14,7 +14,7 @@ __all__ = ["create_placeholder_app"]
 
 _PAGE = """<!doctype html><meta charset="utf-8"><title>botrace demo</title>
 <h1>botrace demo</h1><p>The reference host is running. The Trace page (package
-<code>webui</code>) is not installed; POST <code>/api/chat</code> with
+<code>webui</code>) is not installed; POST <code>/api/v1/chat</code> with
 <code>{"text": "...", "user_id": "...", "session": "..."}</code> to talk to the host.</p>"""
 
 
@@ -35,5 +35,5 @@ def create_placeholder_app(chat: Any) -> web.Application:
 
     app = web.Application()
     app.router.add_get("/", index)
-    app.router.add_post("/api/chat", post_chat)
+    app.router.add_post("/api/v1/chat", post_chat)
     return app

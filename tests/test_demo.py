@@ -1,0 +1,83 @@
+"""``botrace demo`` end to end, in a subprocess, as an operator runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def run_demo(tmp_path, *args: str, timeout: float = 90) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "botrace", "demo", "--data-dir", str(tmp_path / "data"), *args],
+        capture_output=True, text=True, timeout=timeout, cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def test_demo_with_n_messages_exits_cleanly_with_n_traces_in_the_store(tmp_path):
+    proc = run_demo(tmp_path, "--messages", "40", "--port", "0", "--concurrency", "8")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "botrace demo: open http://127.0.0.1:" in out
+    assert "sent 40 messages (0 failed)" in out
+    assert "40 traces recorded" in out
+
+    from botrace.store import TraceStore
+
+    async def read_store():
+        store = TraceStore(str(tmp_path / "data" / "botrace.db"), read_only=True)
+        await store.open()
+        try:
+            page = await store.list_traces(limit=500)
+            kinds = set()
+            for summary in page["traces"]:
+                doc = await store.get_trace(summary["trace_id"], flat=True)
+                kinds.update(s["span_type"] for s in doc["spans"])
+            return page, kinds
+        finally:
+            await store.close()
+
+    page, kinds = asyncio.run(read_store())
+    assert page["total"] == 40
+    assert all(t["status"] in ("ok", "error") for t in page["traces"])
+    assert {"message", "pipeline_stage", "plugin_call", "llm_call", "tool_call",
+            "subagent_call", "io_call"} <= kinds
+    config = json.loads((tmp_path / "data" / "refhost_config.json").read_text())
+    assert config["trace_enable"] is True
+
+
+def test_demo_serves_the_page_and_chat_and_stops_cleanly_on_sigint(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "botrace", "demo", "--data-dir", str(tmp_path / "data"),
+         "--port", "0", "--interval", "0.2", "--latency-ms", "5"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        url = None
+        for line in proc.stdout:
+            if "open http://" in line:
+                url = line.split("open ", 1)[1].strip()
+                break
+        assert url, proc.stderr.read()
+        req = urllib.request.Request(url + "api/v1/chat", method="POST",
+                                     data=json.dumps({"text": "/weather Lima", "user_id": "t",
+                                                      "session": "t"}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=20) as resp:
+            body = json.loads(resp.read())
+        assert body["reply"].startswith("Lima:") and len(body["trace_id"]) == 32
+        with urllib.request.urlopen(url, timeout=20) as resp:
+            assert resp.status == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-3000:]
+    assert "traces recorded" in rest
