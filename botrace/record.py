@@ -54,7 +54,9 @@ def span_context(name: str, span_type: str = SpanType.CUSTOM, *,
     parent = current_span_var.get()
     if parent is None:
         return NULL_SPAN
-    span = parent.start_child(name, span_type, plugin=_plugin_for(parent, plugin), module=module)
+    if plugin is not None and not isinstance(plugin, PluginRef):
+        plugin = _plugin_for(parent, plugin)
+    span = parent.start_child(name, span_type, plugin, module)
     return NULL_SPAN if span is None else span
 
 
@@ -152,8 +154,8 @@ class _Hooks:
         self.record_output = record_output
 
     def open(self, parent: Span, inputs: dict[str, Any] | None = None) -> Span | None:
-        span = parent.start_child(self.name, self.span_type,
-                                  plugin=_plugin_for(parent, self.plugin), module=self.module)
+        span = parent.start_child(self.name, self.span_type, _plugin_for(parent, self.plugin),
+                                  self.module)
         if span is not None and inputs:
             span.set_input(inputs)
         return span

@@ -12,13 +12,14 @@ import asyncio
 import itertools
 import threading
 import traceback
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Mapping
 from random import getrandbits
 from time import time_ns
 from typing import TYPE_CHECKING, Any
 
 from botrace.context import current_span_var
-from botrace.limits import Limits, approx_size, make_safe, safe_repr
+from botrace.limits import Limits, make_safe, make_safe_sized, safe_repr
 
 if TYPE_CHECKING:
     from botrace.attribution import PluginRef
@@ -55,15 +56,12 @@ TRACE_STARTED, SPAN_STARTED, SPAN_FINISHED, TRACE_FINISHED = range(4)
 #: Root attributes that get a column of their own in summaries and the store.
 TRACE_FIELDS = ("umo", "sender", "user_id", "session_id", "outline", "agent_type", "platform")
 _OUTLINE_MAX = 500
+_MASK64 = (1 << 64) - 1
 _BUDGET_NOTE = "[dropped: trace byte budget exceeded]"
 
 
-def _new_span_id() -> str:
-    return "%016x" % (getrandbits(64) or 1)
-
-
 def _new_trace_id() -> str:
-    return "%032x" % (getrandbits(128) or 1)
+    return f"{getrandbits(128) or 1:032x}"
 
 
 class Trace:
@@ -74,16 +72,29 @@ class Trace:
     ``truncated``), never silently lost.
     """
 
-    __slots__ = ("_bytes", "_dropped", "_emit", "_seq", "attributes", "end_ns", "limits",
-                 "name", "root", "spans", "start_ns", "trace_id", "tracer", "truncated")
+    __slots__ = ("_append", "_bytes", "_dropped", "_id_base", "_max_bytes", "_max_spans", "_queue",
+                 "_queue_max", "_seq",
+                 "attributes", "end_ns", "limits", "name", "root", "spans", "start_ns", "trace_id",
+                 "tracer", "truncated")
 
     def __init__(self, tracer: Tracer, name: str, attributes: Mapping[str, Any] | None,
-                 limits: Limits, emit: Callable[[tuple], None]) -> None:
+                 limits: Limits, queue: deque, queue_max: int) -> None:
         self.tracer = tracer
         self.trace_id = _new_trace_id()
         self.name = name
         self.limits = limits
-        self._emit = emit
+        self._max_spans = limits.max_spans
+        self._max_bytes = limits.max_trace_bytes
+        # Span ids: a random 64-bit base per trace plus the span's sequence
+        # number. Unique within the trace (what W3C, OTLP and Zipkin need) and
+        # cheaper than drawing 64 random bits per span.
+        self._id_base = getrandbits(64)
+        # Events go straight onto the dispatcher's deque (thread-safe append).
+        # The queue is bounded where spans start (start_child): a span that is
+        # not started emits no events, so the bound holds within 2x.
+        self._queue = queue
+        self._queue_max = queue_max
+        self._append = queue.append
         self._seq = itertools.count()
         self._dropped = 0
         self._bytes = 0
@@ -92,13 +103,12 @@ class Trace:
         self.attributes: dict[str, Any] = {}
         if attributes:
             self.set_attributes(attributes)
-        self.root: Span = Span(self, name, SpanType.MESSAGE, None, None)
-        next(self._seq)
+        self.root: Span = Span(self, name, SpanType.MESSAGE, 0, None, next(self._seq))
         self.start_ns = self.root.start_ns
         self.end_ns: int | None = None
         self.spans.append(self.root)
-        emit((TRACE_STARTED, self))
-        emit((SPAN_STARTED, self.root))
+        self._append((TRACE_STARTED, self))
+        self._append((SPAN_STARTED, self.root))
 
     @property
     def dropped_spans(self) -> int:
@@ -115,23 +125,16 @@ class Trace:
         if cut:
             self.truncated = True
 
-    def _drop_span(self) -> None:
+    def _drop_span(self, queue_full: bool = False) -> None:
         with _drop_lock:
             self._dropped += 1
         self.truncated = True
-
-    def _charge(self, value: Any) -> bool:
-        """Count ``value`` against the byte budget; False when it does not fit."""
-        size = approx_size(value)
-        if self._bytes + size > self.limits.max_trace_bytes:
-            self.truncated = True
-            return False
-        self._bytes += size
-        return True
+        if queue_full:
+            self.tracer._queue_full()
 
     def _finished(self, end_ns: int) -> None:
         self.end_ns = end_ns
-        self._emit((TRACE_FINISHED, self))
+        self._append((TRACE_FINISHED, self))
         self.tracer._wake()
 
     @property
@@ -208,15 +211,16 @@ class Span:
     ``GeneratorExit`` (a generator closed early) ends it as ``ok``.
     """
 
-    __slots__ = ("_token", "children", "end_ns", "error", "events", "input", "meta", "name",
-                 "output", "parent_id", "plugin", "span_id", "span_type", "start_ns", "status",
-                 "trace", "truncated")
+    # Ids are kept as ints and formatted as hex only when read (to_dict, sinks):
+    # formatting is a third of the cost of creating a span.
+    __slots__ = ("_id", "_parent", "_token", "end_ns", "error", "events", "input", "meta", "name",
+                 "output", "plugin", "span_type", "start_ns", "status", "trace", "truncated")
 
-    def __init__(self, trace: Trace, name: str, span_type: str, parent_id: str | None,
-                 plugin: PluginRef | None) -> None:
+    def __init__(self, trace: Trace, name: str, span_type: str, parent: int,
+                 plugin: PluginRef | None, seq: int) -> None:
         self.trace = trace
-        self.span_id = _new_span_id()
-        self.parent_id = parent_id
+        self._id = ((trace._id_base + seq) & _MASK64) or 1
+        self._parent = parent
         self.name = name
         self.span_type = span_type
         self.plugin = plugin
@@ -228,13 +232,12 @@ class Span:
         self.output: dict[str, Any] | None = None
         self.meta: dict[str, Any] | None = None
         self.events: list[dict[str, Any]] | None = None
-        self.children: list[Span] = []
         self.truncated = False
         self._token: Any = None
 
     # -- creating children ------------------------------------------------
 
-    def start_child(self, name: str, span_type: str = SpanType.CUSTOM, *,
+    def start_child(self, name: str, span_type: str = SpanType.CUSTOM,
                     plugin: PluginRef | None = None, module: str | None = None) -> Span | None:
         """Open a child span; ``None`` when the trace's span budget is spent (counted).
 
@@ -242,18 +245,21 @@ class Span:
         else this span's plugin.
         """
         trace = self.trace
-        if next(trace._seq) >= trace.limits.max_spans:
+        seq = next(trace._seq)
+        if seq >= trace._max_spans:
             trace._drop_span()
+            return None
+        if len(trace._queue) >= trace._queue_max:
+            trace._drop_span(queue_full=True)
             return None
         if plugin is None:
             if module is not None:
                 plugin = trace.tracer.plugins.resolve(module)
             if plugin is None:
                 plugin = self.plugin
-        span = Span(trace, name, span_type, self.span_id, plugin)
-        self.children.append(span)
+        span = Span(trace, name, span_type, self._id, plugin, seq)
         trace.spans.append(span)
-        trace._emit((SPAN_STARTED, span))
+        trace._append((SPAN_STARTED, span))
         return span
 
     # -- annotating ---------------------------------------------------------
@@ -263,42 +269,67 @@ class Span:
         return self.trace.trace_id
 
     @property
+    def span_id(self) -> str:
+        return f"{self._id:016x}"
+
+    @property
+    def parent_id(self) -> str | None:
+        return f"{self._parent:016x}" if self._parent else None
+
+    @property
+    def children(self) -> list[Span]:
+        """The spans opened directly under this one, in start order."""
+        me = self._id
+        return [s for s in self.trace.spans if s._parent == me]
+
+    @property
     def duration_ns(self) -> int | None:
         return None if self.end_ns is None else self.end_ns - self.start_ns
 
-    def _safe(self, current: dict | None, mapping: Mapping[str, Any] | None,
-              values: dict[str, Any]) -> dict | None:
-        if self.end_ns is not None:  # an ended span is frozen: sinks may be reading it
-            return current
-        if mapping:
-            values = {**mapping, **values}
-        if not values:
-            return current
+    def _merge(self, current: dict | None, values: dict[str, Any]) -> dict | None:
+        """Make ``values`` safe, charge them to the trace's byte budget, merge into ``current``."""
         trace = self.trace
-        safe, cut = make_safe(values, trace.limits)
+        safe, cut, size = make_safe_sized(values, trace.limits)
         if cut:
             self.truncated = trace.truncated = True
-        if not trace._charge(safe):
-            self.truncated = True
+        total = trace._bytes + size
+        if total > trace._max_bytes:
+            self.truncated = trace.truncated = True
             safe = dict.fromkeys(safe, _BUDGET_NOTE)
+        else:
+            trace._bytes = total
         if current is None:
             return safe
         current.update(safe)
         return current
 
+    # The three setters repeat two lines rather than share a helper: they are
+    # on the host's path and a call costs more than the lines.
     def set_input(self, mapping: Mapping[str, Any] | None = None, /, **values: Any) -> Span:
-        """Record inputs (merged with earlier ones): ``span.set_input(url=url)``."""
-        self.input = self._safe(self.input, mapping, values)
+        """Record inputs (merged with earlier ones): ``span.set_input(url=url)``.
+
+        Ignored once the span has ended (sinks may be reading it).
+        """
+        if mapping:
+            values = {**mapping, **values}
+        if values and self.end_ns is None:
+            self.input = self._merge(self.input, values)
         return self
 
     def set_output(self, mapping: Mapping[str, Any] | None = None, /, **values: Any) -> Span:
         """Record outputs (merged): ``span.set_output(status=200)``."""
-        self.output = self._safe(self.output, mapping, values)
+        if mapping:
+            values = {**mapping, **values}
+        if values and self.end_ns is None:
+            self.output = self._merge(self.output, values)
         return self
 
     def set_meta(self, mapping: Mapping[str, Any] | None = None, /, **values: Any) -> Span:
         """Record attributes that are neither input nor output (model, cache hit, ...)."""
-        self.meta = self._safe(self.meta, mapping, values)
+        if mapping:
+            values = {**mapping, **values}
+        if values and self.end_ns is None:
+            self.meta = self._merge(self.meta, values)
         return self
 
     def set_usage(self, input_tokens: int | None = None, output_tokens: int | None = None,
@@ -313,7 +344,7 @@ class Span:
         """A timestamped point in the span's life (a retry, a cache miss, a first token)."""
         if self.end_ns is None:
             event = {"name": str(name), "time_ns": time_ns(),
-                     "attributes": self._safe(None, None, attributes) or {}}
+                     "attributes": self._merge(None, attributes) if attributes else {}}
             if self.events is None:
                 self.events = [event]
             elif len(self.events) < self.trace.limits.max_items:
@@ -342,7 +373,7 @@ class Span:
         end_ns = time_ns()
         self.end_ns = end_ns
         trace = self.trace
-        trace._emit((SPAN_FINISHED, self))
+        trace._append((SPAN_FINISHED, self))
         if self is trace.root:
             trace._finished(end_ns)
 
@@ -363,8 +394,21 @@ class Span:
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        _restore(self)
-        self.end(exc)
+        token = self._token
+        if token is not None:
+            self._token = None
+            try:
+                current_span_var.reset(token)
+            except ValueError:
+                _restore_elsewhere(token)
+        if exc is not None or self.end_ns is not None or self is self.trace.root:
+            self.end(exc)
+            return
+        # The common exit, inlined from end(): it runs once per span.
+        if self.status == Status.RUNNING:
+            self.status = Status.OK
+        self.end_ns = time_ns()
+        self.trace._append((SPAN_FINISHED, self))
 
     async def __aenter__(self) -> Span:
         self._token = current_span_var.set(self)
@@ -385,8 +429,8 @@ class Span:
         plugin = self.plugin
         return {
             "trace_id": self.trace.trace_id,
-            "span_id": self.span_id,
-            "parent_id": self.parent_id,
+            "span_id": f"{self._id:016x}",
+            "parent_id": f"{self._parent:016x}" if self._parent else None,
             "name": self.name,
             "span_type": self.span_type,
             "start_ns": self.start_ns,
@@ -418,10 +462,14 @@ def _restore(span: Span) -> None:
     try:
         current_span_var.reset(token)
     except ValueError:
-        # Left in another context than it was entered in (a generator driven
-        # from several tasks): put back what was current when it was entered.
-        old = token.old_value
-        current_span_var.set(None if old is token.MISSING else old)
+        _restore_elsewhere(token)
+
+
+def _restore_elsewhere(token: Any) -> None:
+    # Left in another context than it was entered in (a generator driven from
+    # several tasks): put back what was current when the span was entered.
+    old = token.old_value
+    current_span_var.set(None if old is token.MISSING else old)
 
 
 def _describe_error(error: BaseException | str, limits: Limits) -> dict[str, str]:
@@ -462,6 +510,7 @@ class NullSpan:
     status = Status.OK
     input = output = meta = error = events = None
     children: tuple = ()
+    truncated = False
 
     def start_child(self, *args: Any, **kwargs: Any) -> None:
         return None

@@ -79,7 +79,6 @@ class Tracer:
         self.plugins = PluginRegistry(fallback=self._resolve_by_hook)
         self._dispatcher = Dispatcher(self.pm, settings.trace_queue_size,
                                       settings.trace_dispatch_interval_ms / 1000)
-        self._emit = self._dispatcher.emit
         self.traces_started = 0
         self._started = False
         self.register(_CoreSpans(self), name="botrace.core")
@@ -166,7 +165,12 @@ class Tracer:
         if not self._started:
             self._ensure_dispatching()
         self.traces_started += 1
-        return Trace(self, name, attributes, self._settings.limits, self._emit).root
+        dispatcher = self._dispatcher
+        if len(dispatcher.queue) >= dispatcher.max_events:
+            self._queue_full()
+            return NULL_SPAN
+        return Trace(self, name, attributes, self._settings.limits, dispatcher.queue,
+                     dispatcher.max_events).root
 
     def span(self, name: str, span_type: str = SpanType.CUSTOM, *,
              plugin: PluginRef | str | None = None, module: str | None = None) -> Span | NullSpan:
@@ -187,6 +191,9 @@ class Tracer:
 
     def _wake(self) -> None:
         self._dispatcher.wake()
+
+    def _queue_full(self) -> None:
+        self._dispatcher.note_dropped()
 
     async def start(self) -> Tracer:
         """Start the dispatcher thread and the sinks (``botrace_startup``), on the event loop."""
