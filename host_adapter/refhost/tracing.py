@@ -38,7 +38,7 @@ def describe_event(event: Any) -> Mapping[str, Any] | None:
         "session_id": event.session_id,
         "platform": event.platform,
         "message_type": event.message_type.value,
-        "outline": event.message_str,
+        "outline": event.raw_message or event.message_str,
         "agent_type": "internal",
         "message_id": event.message_id,
     }
