@@ -20,10 +20,10 @@ from webui.security import (
     COOKIE,
     add_security_headers,
     auth_middleware,
-    check_token,
     cors_preflight_middleware,
     error_middleware,
     session_value,
+    token_matches,
 )
 
 __all__ = ["create_app", "is_loopback", "run_server", "serve"]
@@ -169,8 +169,7 @@ async def login_post(request: web.Request) -> web.Response:
     given = str(form.get("token") or "")
     if not token:
         raise web.HTTPFound(nxt)
-    probe = {"Authorization": f"Bearer {given}"}
-    if given and check_token(request.clone(headers=probe), token):
+    if given and token_matches(given, token):
         resp = web.HTTPFound(nxt)
         resp.set_cookie(COOKIE, session_value(token), httponly=True, samesite="Strict",
                         path=_base(request), secure=request.secure)

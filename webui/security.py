@@ -24,7 +24,7 @@ from aiohttp import web
 from webui import keys
 from webui.params import BadParam
 
-__all__ = ["COOKIE", "CSP", "check_token", "error_middleware", "session_value"]
+__all__ = ["COOKIE", "CSP", "check_token", "error_middleware", "session_value", "token_matches"]
 
 log = logging.getLogger("botrace.webui")
 
@@ -118,10 +118,15 @@ def session_value(token: str) -> str:
     return hmac.new(token.encode(), b"botrace-session-v1", hashlib.sha256).hexdigest()
 
 
+def token_matches(given: str, token: str) -> bool:
+    """Constant-time comparison of a presented token with the configured one."""
+    return hmac.compare_digest(given.encode(), token.encode())
+
+
 def check_token(request: web.Request, token: str) -> bool:
     """True when the request carries the token (Bearer) or the login cookie; constant time."""
     auth = request.headers.get("Authorization", "")
-    if auth[:7].lower() == "bearer " and hmac.compare_digest(auth[7:].strip().encode(), token.encode()):
+    if auth[:7].lower() == "bearer " and token_matches(auth[7:].strip(), token):
         return True
     cookie = request.cookies.get(COOKIE, "")
     return bool(cookie) and hmac.compare_digest(cookie.encode(), session_value(token).encode())

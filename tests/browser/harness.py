@@ -44,11 +44,18 @@ class Host:
             self.app[keys.HUB].heartbeat_s = heartbeat_s
         self.runner: web.AppRunner | None = None
         self.url = ""
+        #: the trace id of every chat message (None when tracing was off)
+        self.trace_ids: list[str | None] = []
 
-    async def start(self, port: int = 0, prefix: str = "/trace") -> Host:
+    async def open(self) -> Host:
+        """Store and tracer running, no server (for ``aiohttp_client``)."""
         await self.store.open()
         self.tracer.register(self.store)
         await self.tracer.start()
+        return self
+
+    async def start(self, port: int = 0, prefix: str = "/trace") -> Host:
+        await self.open()
         self.runner = await run_server(self.app, "127.0.0.1", port, prefix=prefix)
         sock_port = self.runner.addresses[0][1]
         self.url = f"http://127.0.0.1:{sock_port}{prefix}/"
@@ -57,6 +64,7 @@ class Host:
     async def stop(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
+            self.runner = None
         await self.tracer.aclose()
         await self.store.close()
 
@@ -67,6 +75,7 @@ class Host:
                  "session_id": session, "outline": text, "platform": "demo", "agent_type": "tool_loop"}
         reply = f"It will be sunny. You said: {text}"
         root = self.tracer.start_trace("message", attrs)
+        self.trace_ids.append(root.trace_id if root else None)
         with root:
             root.set_input(text=text)
             with self.tracer.span("WakingCheck", "pipeline_stage", plugin=CORE) as s:
@@ -124,6 +133,7 @@ class Host:
 
 async def wait_for_trace(store: TraceStore, trace_id: str, tracer: Tracer, timeout: float = 10.0) -> None:
     """Until the store can answer for ``trace_id`` as finished."""
+    trace_id = getattr(trace_id, "trace_id", trace_id)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         await tracer.aflush()
