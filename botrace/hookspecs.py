@@ -80,6 +80,9 @@ def botrace_trace_handler(handler_name: str, module_path: str | None, event_type
                           plugin: PluginRef | str | None) -> Span | NullSpan:
     """Open a ``plugin_call`` span for one plugin handler invocation.
 
+    Called by the host around each handler call (commands, regex and
+    all-message handlers, event hooks).
+
     ``module_path`` is the handler's module (AstrBot: ``handler_module_path``),
     from which the plugin is resolved by longest dotted prefix; ``plugin``, if
     given, wins over it. ``event_type`` says which kind of handler it is
@@ -106,6 +109,8 @@ def botrace_trace_tool_call(tool_name: str, module_path: str | None, arguments: 
                             tool_call_id: str | None, mcp_server: str | None) -> Span | NullSpan:
     """Open a ``tool_call`` span for one tool execution.
 
+    Called by the host's agent runner around each tool it executes.
+
     The span belongs to the plugin owning ``module_path`` (the tool handler's
     module; AstrBot stores ``data.plugins.<x>`` without ``.main``, which the
     prefix match covers). Tools run concurrently each open their span in their
@@ -116,6 +121,9 @@ def botrace_trace_tool_call(tool_name: str, module_path: str | None, arguments: 
 @hookspec(firstresult=True)
 def botrace_trace_subagent(agent_name: str, module_path: str | None, task: Any) -> Span | NullSpan:
     """Open a ``subagent_call`` span for a handoff to another agent.
+
+    Called by the host's agent runner when it hands the task over (AstrBot: a
+    ``transfer_to_<agent>`` tool).
 
     The subagent's own LLM and tool spans nest under it. ``task`` (optional)
     is what was handed over, recorded as input. Returns the span or ``NULL_SPAN``.
@@ -141,6 +149,8 @@ def botrace_resolve_plugin(module_path: str) -> PluginRef | None:
 def botrace_describe_event(event: Any) -> Mapping[str, Any] | None:
     """Describe a host event as root attributes.
 
+    Called by the core inside ``botrace_trace_message``, on the host's path.
+
     Return a mapping with any of ``umo``, ``sender``, ``user_id``,
     ``session_id``, ``outline`` (a short text of the message), ``agent_type``,
     ``platform``, plus any other attributes, or None if this implementation does
@@ -153,7 +163,8 @@ def botrace_load_settings() -> Mapping[str, Any] | None:
     """Return the host's configuration mapping that holds ``trace_enable`` and friends.
 
     Called by :meth:`Tracer.from_host` and by ``Tracer.reload_settings()``.
-    Keys not starting with ``trace_`` are ignored.
+    Return the mapping, or None if this implementation does not hold the
+    settings. Keys not starting with ``trace_`` are ignored.
     """
 
 
@@ -161,10 +172,11 @@ def botrace_load_settings() -> Mapping[str, Any] | None:
 def botrace_settings_changed(settings: Settings, changes: Mapping[str, Any]) -> None:
     """Settings changed at run time (``trace_enable`` flipped from the page, say).
 
-    ``changes`` holds only the keys that changed. A host adapter implements it
+    Called on the thread that made the change, after it took effect; the
+    return value is ignored. ``changes`` holds only the keys that changed. A host adapter implements it
     to write them back to the host's config file, so the switch survives a
-    restart; sinks may react (the live hub tells open pages). Called on the
-    thread that made the change; must not block for long.
+    restart; sinks may react (the live hub tells open pages). Must not block
+    for long.
     """
 
 
@@ -176,19 +188,26 @@ def botrace_settings_changed(settings: Settings, changes: Mapping[str, Any]) -> 
 def botrace_startup(tracer: Tracer) -> Any:
     """The tracer starts (``await tracer.start()``), on the event loop.
 
-    Open files and connections, start background tasks. May return an
-    awaitable, which is awaited before ``start()`` returns.
+    Called once, on the event loop. Open files and connections, start
+    background tasks. May return an awaitable, which is awaited before
+    ``start()`` returns.
     """
 
 
 @hookspec
 def botrace_trace_started(trace: Trace) -> None:
-    """A trace began (its root span was opened). Dispatcher thread."""
+    """A trace began (its root span was opened).
+
+    Called on the dispatcher thread, before the root's ``botrace_span_started``.
+    The return value is ignored.
+    """
 
 
 @hookspec
 def botrace_span_started(span: Span) -> None:
-    """A span was opened (the root too). Dispatcher thread.
+    """A span was opened (the root too).
+
+    Called on the dispatcher thread; the return value is ignored.
 
     The span is still running and may change while you read it: copy what
     you need now (``span.to_dict()`` is safe to call).
@@ -197,12 +216,19 @@ def botrace_span_started(span: Span) -> None:
 
 @hookspec
 def botrace_span_finished(span: Span) -> None:
-    """A span ended. Dispatcher thread. The span no longer changes."""
+    """A span ended; it no longer changes.
+
+    Called on the dispatcher thread, once per span, in the order spans ended.
+    Persist or export it here. The return value is ignored.
+    """
 
 
 @hookspec
 def botrace_trace_finished(trace: Trace) -> None:
-    """A trace's root span ended. Dispatcher thread, after its root's ``span_finished``.
+    """A trace's root span ended.
+
+    Called on the dispatcher thread, after the root's ``botrace_span_finished``;
+    the return value is ignored.
 
     ``trace.to_dict()`` gives the summary with totals. A span still open in a
     task that outlived the message arrives later through ``botrace_span_finished``.
@@ -211,7 +237,9 @@ def botrace_trace_finished(trace: Trace) -> None:
 
 @hookspec
 def botrace_shutdown(tracer: Tracer) -> Any:
-    """The tracer is closing (``await tracer.aclose()``), after every queued event was dispatched.
+    """The tracer is closing (``await tracer.aclose()``).
+
+    Called on the event loop after every queued event was dispatched.
 
     Flush and close. May return an awaitable, which is awaited.
     """
@@ -221,6 +249,8 @@ def botrace_shutdown(tracer: Tracer) -> Any:
 def botrace_health(tracer: Tracer) -> Mapping[str, Any] | None:
     """Report this sink's health for ``tracer.health()`` and the web page.
 
+    Called whenever someone asks for health (the page polls it).
+
     Return a mapping with a ``name`` key and whatever counts matter (queue
     depth, accepted, written, dropped, last error), or None.
     """
@@ -229,6 +259,9 @@ def botrace_health(tracer: Tracer) -> Mapping[str, Any] | None:
 @hookspec
 def botrace_register_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add subcommands to the ``botrace`` command.
+
+    Called once when the ``botrace`` command builds its parser; the return
+    value is ignored.
 
     ``subparsers`` is an argparse sub-parser collection; add a parser and give
     it a ``func`` default taking the parsed ``argparse.Namespace`` and returning

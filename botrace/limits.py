@@ -35,6 +35,12 @@ _SECRET_PAIRS = frozenset({
     ("api", "key"), ("access", "key"), ("private", "key"), ("secret", "key"),
     ("client", "secret"), ("set", "cookie"), ("session", "key"), ("app", "key"),
 })
+# Words that make a key a quantity or a kind *about* a secret, not the secret:
+# token_count, max_token, token_type, password_length.
+_ABOUT_WORDS = frozenset({
+    "count", "counts", "num", "number", "limit", "usage", "length", "len", "budget", "max",
+    "min", "total", "used", "type", "kind", "expires", "expiry", "ttl", "policy", "required",
+})
 _WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
 # Values that are secrets whatever their key: bearer headers and common key formats.
 _SECRET_VALUE = re.compile(r"^(?:Bearer\s+\S{8,}|sk-[A-Za-z0-9_\-]{16,}|ghp_[A-Za-z0-9]{20,})$")
@@ -79,6 +85,8 @@ def is_secret_key(key: str, extra: tuple[str, ...] = ()) -> bool:
 
 def _secret_by_words(key: str) -> bool:
     words = [w.lower() for w in _WORD_SPLIT.split(key) if w]
+    if any(w in _ABOUT_WORDS for w in words):
+        return False
     if any(w in _SECRET_WORDS for w in words):
         return True
     return any(pair in _SECRET_PAIRS for pair in itertools.pairwise(words))

@@ -97,7 +97,7 @@ def span_record(name: Any = None, /, span_type: str = SpanType.CUSTOM, *,
     The wrapper keeps the function's name, docstring, signature and kind, so
     ``inspect.iscoroutinefunction`` and friends still answer as before.
     """
-    if callable(name) and not isinstance(name, str):
+    if (callable(name) and not isinstance(name, str)) or isinstance(name, staticmethod | classmethod):
         return _decorate(name, None, span_type, record_input, record_output, plugin)
     if name is not None and not isinstance(name, str):
         raise TypeError(f"span_record name must be a string, got {type(name).__name__}")

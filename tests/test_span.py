@@ -1,0 +1,144 @@
+"""The span model: ids, parents, status, errors, budgets, summaries."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from botrace import NULL_SPAN, Span, SpanType, Status, Tracer, span_context
+from botrace.testing import capture_spans
+
+
+def test_ids_have_w3c_sizes_and_children_link_to_parents(tracer):
+    with tracer.start_trace("message") as root, span_context("child") as child:
+        pass
+    assert re.fullmatch(r"[0-9a-f]{32}", root.trace_id)
+    assert re.fullmatch(r"[0-9a-f]{16}", root.span_id)
+    assert root.parent_id is None
+    assert child.parent_id == root.span_id
+    assert child.trace_id == root.trace_id
+    assert root.children == [child]
+
+
+def test_span_ids_are_unique_within_a_trace(tracer):
+    with tracer.start_trace("message") as root:
+        for _ in range(500):
+            with span_context("c"):
+                pass
+    ids = [s.span_id for s in root.trace.spans]
+    assert len(set(ids)) == len(ids) == 501
+    assert all(i != "0" * 16 for i in ids)
+
+
+def test_to_dict_is_json_ready_and_complete(tracer):
+    with tracer.start_trace("message", {"umo": "qq:FriendMessage:42", "user_id": "42"}) as root:
+        with span_context("fetch", SpanType.IO_CALL) as s:
+            s.set_input(city="Paris").set_output(temp=21).set_meta(cache="miss")
+            s.add_event("retry", attempt=2)
+    d = s.to_dict()
+    assert d["parent_id"] == root.span_id
+    assert d["span_type"] == "io_call"
+    assert d["status"] == "ok"
+    assert d["input"] == {"city": "Paris"}
+    assert d["output"] == {"temp": 21}
+    assert d["meta"] == {"cache": "miss"}
+    assert d["events"][0]["name"] == "retry" and d["events"][0]["attributes"] == {"attempt": 2}
+    assert d["duration_ns"] == d["end_ns"] - d["start_ns"] >= 0
+    summary = root.trace.to_dict()
+    assert summary["umo"] == "qq:FriendMessage:42" and summary["user_id"] == "42"
+    assert summary["span_count"] == 2 and summary["status"] == "ok"
+
+
+def test_exception_is_recorded_and_reraised_unchanged(tracer):
+    error = ValueError("bad city")
+    with pytest.raises(ValueError) as caught, tracer.start_trace("message"), span_context("x") as s:
+        raise error
+    assert caught.value is error
+    assert s.status == Status.ERROR
+    assert s.error["type"] == "ValueError"
+    assert s.error["message"] == "bad city"
+    assert "raise error" in s.error["traceback"]
+
+
+def test_trace_status_is_error_when_any_span_failed(tracer):
+    with tracer.start_trace("message") as root:
+        try:
+            with span_context("flaky"):
+                raise RuntimeError("boom")
+        except RuntimeError:
+            pass
+    assert root.status == Status.OK
+    assert root.trace.to_dict()["status"] == "error"
+
+
+def test_trace_totals_add_up_llm_tokens_and_plugins(tracer):
+    from botrace import PluginRef
+
+    with tracer.start_trace("message") as root:
+        for i in range(2):
+            with span_context("llm", SpanType.LLM_CALL, plugin=PluginRef("agent")) as s:
+                s.set_usage(input_tokens=100 + i, output_tokens=10, cached_tokens=5)
+        with span_context("tool", SpanType.TOOL_CALL, plugin=PluginRef("weather")):
+            pass
+    summary = root.trace.to_dict()
+    assert (summary["input_tokens"], summary["output_tokens"], summary["cached_tokens"]) == (201, 20, 10)
+    assert summary["llm_calls"] == 2 and summary["tool_calls"] == 1
+    assert summary["plugins"] == ["agent", "weather"]
+
+
+def test_span_budget_drops_and_counts_what_goes_over():
+    with capture_spans(settings={"trace_max_spans": 5}) as cap:
+        for _ in range(10):
+            with span_context("c") as s:
+                s.set_meta(x=1)
+    trace = cap.traces[0]
+    assert len(trace.spans) == 5  # root + 4
+    assert trace.dropped_spans == 6
+    assert trace.truncated and trace.to_dict()["dropped_spans"] == 6
+
+
+def test_byte_budget_replaces_values_and_marks_truncated():
+    with capture_spans(settings={"trace_max_bytes": 2048}) as cap:
+        for i in range(20):
+            with span_context(f"c{i}") as s:
+                s.set_output(text="x" * 500)
+    spans = cap.spans
+    kept = [s for s in spans if s.output["text"].startswith("x")]
+    cut = [s for s in spans if not s.output["text"].startswith("x")]
+    assert kept and cut
+    assert all(s.truncated for s in cut)
+    assert cap.traces[0].truncated
+
+
+def test_ended_span_is_frozen(tracer):
+    with tracer.start_trace("message"), span_context("x") as s:
+        s.set_output(a=1)
+    s.set_output(b=2)
+    s.set_error("late")
+    assert s.output == {"a": 1} and s.status == Status.OK
+
+
+def test_null_span_does_nothing_and_is_falsy():
+    assert span_context("outside a trace") is NULL_SPAN
+    with NULL_SPAN as s:
+        s.set_input(a=1).set_output(b=2).set_meta(c=3).set_usage(input_tokens=1).add_event("e")
+        s.set_error("x")
+    assert not NULL_SPAN
+    assert NULL_SPAN.input is None and NULL_SPAN.to_dict() == {}
+
+
+def test_end_is_idempotent(tracer):
+    with tracer.start_trace("message"):
+        s = tracer.span("x")
+        assert isinstance(s, Span)
+        s.end()
+        first = s.end_ns
+        s.end(RuntimeError("later"))
+    assert s.end_ns == first and s.status == Status.OK
+
+
+def test_disabled_tracer_starts_no_trace():
+    t = Tracer({"trace_enable": False}, load_entrypoints=False)
+    assert t.start_trace("message") is NULL_SPAN
+    assert t.hook.botrace_trace_message(event=None, name=None, attributes=None) is NULL_SPAN
