@@ -26,8 +26,7 @@ async def coro(city: str, *, units: str = "c") -> dict:
 
 @span_record
 def gen(n):
-    for i in range(n):
-        yield i
+    yield from range(n)
     return "done"
 
 
