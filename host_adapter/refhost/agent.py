@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -109,7 +108,6 @@ class AgentRunner:
                 return f"error: there is no tool named {call.name}"
             await self.host.call_event_hooks(self.event, EventType.OnUsingLLMToolEvent, tool,
                                               call.arguments)
-            started = time.perf_counter()
             try:
                 result = await asyncio.wait_for(tool.handler(self.event, **call.arguments),
                                                 timeout=self.host.tool_timeout_s)
@@ -124,7 +122,6 @@ class AgentRunner:
             else:
                 text = result if isinstance(result, str) else json.dumps(result, default=str)
                 span.set_output(result=text)
-            span.set_meta(elapsed_ms=round((time.perf_counter() - started) * 1000, 3))
             await self.host.call_event_hooks(self.event, EventType.OnLLMToolRespondEvent, tool,
                                               call.arguments, text)
             return text

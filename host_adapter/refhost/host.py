@@ -235,40 +235,34 @@ class RefHost:
         model = model or provider.get_model()
         span = self.emitter.llm_call(model, provider=provider.provider_id, purpose=purpose,
                                      stream=stream, messages=messages[-1:] if messages else None)
-        async for resp in iterate_in_span(span, self._llm(span, provider, messages, tools, model,
-                                                          stream)):
+        if not stream:
+            with span:
+                resp = await provider.text_chat(messages, tools, model)
+                if span:
+                    _record_llm(span, resp, tools, None)
+            yield resp
+            return
+        async for resp in iterate_in_span(span, self._stream_llm(span, provider, messages, tools,
+                                                                 model)):
             yield resp
 
     @staticmethod
-    async def _llm(span: Any, provider: Provider, messages: list[dict[str, Any]],
-                   tools: list[dict[str, Any]] | None, model: str, stream: bool,
-                   ) -> AsyncIterator[LLMResponse]:
+    async def _stream_llm(span: Any, provider: Provider, messages: list[dict[str, Any]],
+                          tools: list[dict[str, Any]] | None, model: str,
+                          ) -> AsyncIterator[LLMResponse]:
         started = time.perf_counter()
-        if stream:
-            first: float | None = None
-            resp = None
-            async for resp in provider.text_chat_stream(messages, tools, model):
-                if resp.is_chunk:
-                    if first is None:
-                        first = time.perf_counter()
-                        span.add_event("first_token")
-                    yield resp
-            if resp is None:
-                raise RuntimeError("the provider's stream ended without a response")
-            if first is not None:
-                span.set_meta(ttft_ms=round((first - started) * 1000, 3))
-        else:
-            resp = await provider.text_chat(messages, tools, model)
+        first: float | None = None
+        resp = None
+        async for resp in provider.text_chat_stream(messages, tools, model):
+            if resp.is_chunk:
+                if first is None:
+                    first = time.perf_counter()
+                    span.add_event("first_token")
+                yield resp
+        if resp is None:
+            raise RuntimeError("the provider's stream ended without a response")
         if span:
-            usage = resp.usage
-            if usage is not None:
-                span.set_usage(input_tokens=usage.input, output_tokens=usage.output,
-                               cached_tokens=usage.input_cached, cache_hit=usage.input_cached > 0)
-            span.set_meta(finish_reason=resp.finish_reason, tool_count=len(tools or ()),
-                          served_model=resp.model)
-            span.set_output(text=resp.completion_text,
-                            tool_calls=[{"name": c.name, "arguments": c.arguments}
-                                        for c in resp.tool_calls])
+            _record_llm(span, resp, tools, None if first is None else (first - started) * 1000)
         yield resp
 
     async def call_event_hooks(self, event: MessageEvent, event_type: EventType, *args: Any) -> None:
@@ -297,3 +291,22 @@ class RefHost:
 
     async def gather(self, *events: MessageEvent) -> list[MessageEvent]:
         return list(await asyncio.gather(*(self.handle_event(e) for e in events)))
+
+
+def _record_llm(span: Any, resp: LLMResponse, tools: list[dict[str, Any]] | None,
+                ttft_ms: float | None) -> None:
+    """Usage, finish reason and answer of one LLM call, in one call per attribute map."""
+    meta: dict[str, Any] = {"finish_reason": resp.finish_reason, "tool_count": len(tools or ()),
+                            "served_model": resp.model}
+    usage = resp.usage
+    if usage is not None:
+        meta.update(input_tokens=usage.input, output_tokens=usage.output,
+                    cached_tokens=usage.input_cached, cache_hit=usage.input_cached > 0)
+    if ttft_ms is not None:
+        meta["ttft_ms"] = round(ttft_ms, 3)
+    span.set_meta(meta)
+    if resp.tool_calls:
+        span.set_output(text=resp.completion_text,
+                        tool_calls=[{"name": c.name, "arguments": c.arguments} for c in resp.tool_calls])
+    else:
+        span.set_output(text=resp.completion_text)
