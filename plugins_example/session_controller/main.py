@@ -8,7 +8,8 @@ is which when it loads them, exactly as AstrBot does for its
 What it shows a plugin author:
 
 * Commands that change per-session state (``/mute``, ``/unmute``, ``/reset``, ``/status``).
-* An ``on_llm_request`` hook that edits the request before the LLM sees it.
+* An ``on_llm_request`` hook that edits the request before the LLM sees it, and
+  an ``on_llm_response`` hook that keeps per-conversation token counts.
 * A handler on every message (``event_message_type(ALL)``) that yields nothing:
   it still appears in the trace, so its cost is visible.
 """
@@ -17,7 +18,14 @@ from __future__ import annotations
 
 from collections import Counter
 
-from host_adapter.refhost.api import MessageEvent, ProviderRequest, Star, filter, register
+from host_adapter.refhost.api import (
+    LLMResponse,
+    MessageEvent,
+    ProviderRequest,
+    Star,
+    filter,
+    register,
+)
 
 
 @register("session_controller", "host", "Per-session switches and bookkeeping", "4.14.6",
@@ -25,6 +33,7 @@ from host_adapter.refhost.api import MessageEvent, ProviderRequest, Star, filter
 class SessionController(Star):
     async def initialize(self) -> None:
         self.seen: Counter[str] = Counter()
+        self.tokens: Counter[str] = Counter()
 
     @filter.event_message_type(filter.EventMessageType.ALL, priority=10)
     async def count_messages(self, event: MessageEvent):
@@ -58,9 +67,15 @@ class SessionController(Star):
         history = len(self.context.conversations.history(event.umo))
         yield event.plain_result(
             f"{event.umo}: {self.seen[event.umo]} messages seen, LLM {llm}, "
-            f"{history} messages of history.")
+            f"{history} messages of history, {self.tokens[event.umo]} output tokens.")
 
     @filter.on_llm_request()
     async def add_session_note(self, event: MessageEvent, req: ProviderRequest) -> None:
         """Tell the model who it is talking to."""
         req.system_prompt += f"\nYou are talking with {event.get_sender_name()} ({event.umo})."
+
+    @filter.on_llm_response()
+    async def count_tokens(self, event: MessageEvent, resp: LLMResponse) -> None:
+        """Keep the conversation's output token count (shown by /status)."""
+        if resp.usage is not None:
+            self.tokens[event.umo] += resp.usage.output
