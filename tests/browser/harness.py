@@ -93,11 +93,16 @@ class Host:
                         await asyncio.sleep(step)
                         llm.set_usage(input_tokens=120, output_tokens=18)
                         llm.set_output(tool_calls=[{"name": "get_weather", "arguments": {"city": "Paris"}}])
-                    with self.tracer.span("get_weather", "tool_call", plugin=WEATHER) as tool:
-                        tool.set_meta(tool_name="get_weather")
-                        tool.set_input(city="Paris")
-                        await asyncio.sleep(step)
-                        tool.set_output(forecast="sunny", celsius=21)
+                    try:
+                        with self.tracer.span("get_weather", "tool_call", plugin=WEATHER) as tool:
+                            tool.set_meta(tool_name="get_weather")
+                            tool.set_input(city="Paris")
+                            await asyncio.sleep(step)
+                            if "fail" in text:
+                                raise LookupError("no forecast for Paris today")
+                            tool.set_output(forecast="sunny", celsius=21)
+                    except LookupError:
+                        reply = "Sorry, the weather service failed."
                     with self.tracer.span("llm gpt-4o", "llm_call") as llm:
                         llm.set_meta(model="gpt-4o", provider="openai", purpose="synthesis")
                         await asyncio.sleep(step)
