@@ -1,5 +1,12 @@
 """From the host's path to the sinks: a bounded queue and one dispatcher thread.
 
+What the host's path queues: a trace started, a span finished, a trace
+finished. Span *starts* cost it nothing: every trace keeps its spans in an
+append-only list, and on each pass the dispatcher announces the entries it has
+not announced yet (before any of them is announced finished), so sinks still
+see ``botrace_span_started`` for every span, running ones included, in start
+order.
+
 The host's path appends ``(kind, obj)`` tuples to a ``collections.deque``
 (thread-safe, no lock, no allocation beyond the tuple); the bound is checked
 where a span starts, so a full queue costs new spans (counted), never a block. A daemon thread wakes
@@ -84,6 +91,19 @@ def call_isolated(pm: pluggy.PluginManager, hook_name: str, faults: RateLimitedL
     return results
 
 
+_MAX_RUNNING = 100_000
+
+
+def _announce(trace: Any, out: list[tuple[int, Any]]) -> None:
+    """Queue SPAN_STARTED for the spans of ``trace`` not announced yet (dispatcher thread only)."""
+    spans = trace.spans
+    end = len(spans)
+    start = trace._announced
+    if start < end:
+        trace._announced = end
+        out.extend((SPAN_STARTED, span) for span in spans[start:end])
+
+
 class _Target:
     __slots__ = ("argname", "errors", "function", "hook", "name", "slow")
 
@@ -117,6 +137,7 @@ class Dispatcher:
         self._sink_errors: dict[str, int] = {}
         self._sink_slow: dict[str, int] = {}
         self._drain_lock = threading.Lock()
+        self._running: dict[Any, None] = {}  # traces started and not yet finished, oldest first
 
     # -- the host's path ----------------------------------------------------
 
@@ -208,15 +229,17 @@ class Dispatcher:
 
     def _drain(self) -> int:
         queue = self.queue
-        if not queue:
+        if not queue and not self._running:
             return 0
         self.refresh()  # a sink registered straight on the PluginManager is seen too
         done = 0
-        while queue:
+        while True:
             # Take a batch, then give it to one sink after another: each sink
             # sees the events in order, and timing a sink costs two clock reads
             # per batch rather than per event.
-            batch = [queue.popleft() for _ in range(min(len(queue), _BATCH))]
+            batch = self._with_starts([queue.popleft() for _ in range(min(len(queue), _BATCH))])
+            if not batch:
+                break
             for targets in self._by_sink():
                 started = time.perf_counter()
                 for kind, obj in batch:
@@ -239,8 +262,39 @@ class Dispatcher:
                     self.faults(f"{name}.slow", "botrace: sink %s took %.1fs for %d events",
                                 name, elapsed, len(batch))
             done += len(batch)
+            if not queue:
+                break
         self.dispatched_events += done
         return done
+
+    def _with_starts(self, batch: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
+        """``batch`` with a SPAN_STARTED event put before each span's first appearance.
+
+        Spans are appended to ``trace.spans`` before they can finish, so by the
+        time a span's finish is popped its start is in the list. After the batch,
+        the spans that started in traces still running are announced too, so a
+        page can show what is running now.
+        """
+        out: list[tuple[int, Any]] = []
+        running = self._running
+        for event in batch:
+            kind, obj = event
+            if kind == SPAN_FINISHED:
+                _announce(obj.trace, out)
+            elif kind == TRACE_STARTED:
+                running[obj] = None
+                if len(running) > _MAX_RUNNING:  # roots that never end must not pile up
+                    del running[next(iter(running))]
+                out.append(event)
+                _announce(obj, out)
+                continue
+            elif kind == TRACE_FINISHED:
+                _announce(obj, out)
+                running.pop(obj, None)
+            out.append(event)
+        for trace in list(running):
+            _announce(trace, out)
+        return out
 
     def _by_sink(self) -> list[dict[int, _Target]]:
         """The hook targets grouped per sink: [{event kind: target}, ...]."""

@@ -50,7 +50,8 @@ class Status:
     CANCELLED = "cancelled"
 
 
-# Queue event kinds (see Tracer._emit and botrace.dispatch).
+# Event kinds. The host's path queues TRACE_STARTED, SPAN_FINISHED and
+# TRACE_FINISHED; the dispatcher derives SPAN_STARTED (see botrace.dispatch).
 TRACE_STARTED, SPAN_STARTED, SPAN_FINISHED, TRACE_FINISHED = range(4)
 
 #: Root attributes that get a column of their own in summaries and the store.
@@ -72,8 +73,8 @@ class Trace:
     ``truncated``), never silently lost.
     """
 
-    __slots__ = ("_append", "_bytes", "_dropped", "_id_base", "_max_bytes", "_max_spans", "_queue",
-                 "_queue_max", "_seq",
+    __slots__ = ("_announced", "_append", "_bytes", "_dropped", "_id_base", "_max_bytes", "_max_spans",
+                 "_queue", "_queue_max", "_seq",
                  "attributes", "end_ns", "limits", "name", "root", "spans", "start_ns", "trace_id",
                  "tracer", "truncated")
 
@@ -95,6 +96,10 @@ class Trace:
         self._queue = queue
         self._queue_max = queue_max
         self._append = queue.append
+        # How many of ``spans`` the dispatcher has announced as started. A span
+        # start puts nothing on the queue: the dispatcher reads new entries of
+        # this append-only list instead (see botrace.dispatch).
+        self._announced = 0
         self._seq = itertools.count()
         self._dropped = 0
         self._bytes = 0
@@ -108,7 +113,6 @@ class Trace:
         self.end_ns: int | None = None
         self.spans.append(self.root)
         self._append((TRACE_STARTED, self))
-        self._append((SPAN_STARTED, self.root))
 
     @property
     def dropped_spans(self) -> int:
@@ -259,7 +263,6 @@ class Span:
                 plugin = self.plugin
         span = Span(trace, name, span_type, self._id, plugin, seq)
         trace.spans.append(span)
-        trace._append((SPAN_STARTED, span))
         return span
 
     # -- annotating ---------------------------------------------------------
