@@ -88,6 +88,12 @@ async def run_batch(host: RefHost, n: int) -> float:
     return time.perf_counter() - start
 
 
+async def settle(tracer, trace_store) -> None:
+    await tracer.aflush()
+    if trace_store is not None:
+        await trace_store.flush()
+
+
 async def part1(rounds: int, messages: int, store: bool, latency_ms: float = 0.0) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         host, tracer, counter, trace_store = await make_host(Path(tmp), store)
@@ -106,12 +112,12 @@ async def part1(rounds: int, messages: int, store: bool, latency_ms: float = 0.0
             for on in ((False, True) if r % 2 == 0 else (True, False)):
                 tracer.set_enabled(on)
                 times[on].append(await run_batch(host, messages))
-                await tracer.aflush()  # sinks catch up outside the timed part... see below
+                await settle(tracer, trace_store)  # sinks catch up outside the timed part...
         # ...and the time the sinks need is charged too: flushing while timed once more.
         tracer.set_enabled(True)
         t0 = time.perf_counter()
         await run_batch(host, messages)
-        await tracer.aflush()
+        await settle(tracer, trace_store)
         with_flush = time.perf_counter() - t0
         await disconnect(host)
         if trace_store is not None:
