@@ -75,9 +75,13 @@ async def test_chat_with_tool_calls_runs_tools_concurrently_as_siblings(tmp_path
     assert all(t.plugin.name == "weather" for t in tools)
     first, second = tools
     assert second.start_ns < first.end_ns, "the two tool calls should overlap in time"
-    for tool in tools:  # each tool's IO nests under its own tool call
+    for tool in tools:  # each tool's IO and hooks nest under its own tool call
         (fetch,) = [c for c in tool.children if c.name == "plugin.weather.fetch"]
         assert fetch.plugin.name == "weather"
+        (hook,) = [c for c in tool.children if c.span_type == "plugin_call"]
+        assert hook.name == "SessionController.count_tool_use"
+        assert hook.meta["event_type"] == "OnUsingLLMToolEvent"
+        assert hook.plugin.name == "session_controller"
 
     llms = T.spans(trace, span_type="llm_call")
     assert [s.meta["purpose"] for s in llms] == ["planning", "synthesis"]
@@ -266,6 +270,15 @@ async def test_group_chatter_without_wake_reaches_only_all_message_handlers(tmp_
         await th.host.stars.unload("session_controller")
         event, trace = await th.send("lol", session="lounge", group=True)
         assert names(trace.root.children) == ["WakingCheck"]  # nobody wanted it: stopped
+
+
+async def test_regex_handler_answers_and_the_llm_is_not_asked(tmp_path):
+    async with running_host(tmp_path) as th:
+        event, trace = await th.send("thanks a lot!")
+    assert event.replies == ["You're welcome, alice!"]
+    thanks = T.one(trace, name="SessionController.thanks")
+    assert thanks.meta["event_type"] == "regex" and thanks.plugin.plugin_type == "builtin"
+    assert not T.spans(trace, name="AgentRequest")
 
 
 async def test_blocked_message_is_answered_by_content_safety(tmp_path):

@@ -18,7 +18,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from host_adapter.refhost.event import EventResultType, MessageEvent, MessageEventResult
+from host_adapter.refhost.event import MessageEvent, MessageEventResult
 from host_adapter.refhost.star import EventType, StarHandlerMetadata
 
 if TYPE_CHECKING:
@@ -150,9 +150,9 @@ class Process(Stage):
                 for handler in handlers:
                     async for result in self._call_handler(event, handler):
                         if result is not None:
+                            # A plugin answered: as in AstrBot, the LLM is not asked as well.
                             event.set_result(result)
-                            if result.result_type is EventResultType.STOP:
-                                event.extras["handled"] = True
+                            event.extras["handled"] = True
                         yield
                         if event.is_stopped():
                             return

@@ -12,6 +12,8 @@ What it shows a plugin author:
   an ``on_llm_response`` hook that keeps per-conversation token counts.
 * A handler on every message (``event_message_type(ALL)``) that yields nothing:
   it still appears in the trace, so its cost is visible.
+* A ``regex`` handler that answers by itself (so the LLM is not asked), and an
+  ``on_using_llm_tool`` hook that counts tool use per conversation.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 from collections import Counter
 
 from host_adapter.refhost.api import (
+    FunctionTool,
     LLMResponse,
     MessageEvent,
     ProviderRequest,
@@ -34,6 +37,7 @@ class SessionController(Star):
     async def initialize(self) -> None:
         self.seen: Counter[str] = Counter()
         self.tokens: Counter[str] = Counter()
+        self.tool_uses: Counter[str] = Counter()
 
     @filter.event_message_type(filter.EventMessageType.ALL, priority=10)
     async def count_messages(self, event: MessageEvent):
@@ -41,6 +45,11 @@ class SessionController(Star):
         self.seen[event.umo] += 1
         if False:  # an async generator handler that yields no result
             yield
+
+    @filter.regex(r"(?i)^(?:thanks|thank you)\b")
+    async def thanks(self, event: MessageEvent):
+        """Answers thanks without bothering the LLM."""
+        yield event.plain_result(f"You're welcome, {event.get_sender_name()}!")
 
     @filter.command("mute")
     async def mute(self, event: MessageEvent):
@@ -67,7 +76,8 @@ class SessionController(Star):
         history = len(self.context.conversations.history(event.umo))
         yield event.plain_result(
             f"{event.umo}: {self.seen[event.umo]} messages seen, LLM {llm}, "
-            f"{history} messages of history, {self.tokens[event.umo]} output tokens.")
+            f"{history} messages of history, {self.tool_uses[event.umo]} tool calls, "
+            f"{self.tokens[event.umo]} output tokens.")
 
     @filter.on_llm_request()
     async def add_session_note(self, event: MessageEvent, req: ProviderRequest) -> None:
@@ -79,3 +89,8 @@ class SessionController(Star):
         """Keep the conversation's output token count (shown by /status)."""
         if resp.usage is not None:
             self.tokens[event.umo] += resp.usage.output
+
+    @filter.on_using_llm_tool()
+    async def count_tool_use(self, event: MessageEvent, tool: FunctionTool, args: dict) -> None:
+        """Count the tools the LLM calls in each conversation (shown by /status)."""
+        self.tool_uses[event.umo] += 1
