@@ -30,6 +30,7 @@ from botrace.hookspecs import hookimpl
 from host_adapter.refhost.driver import ConversationDriver
 from host_adapter.refhost.event import MessageEvent
 from host_adapter.refhost.host import RefHost
+from host_adapter.refhost.providers.openai_compat import OpenAICompatProvider
 from host_adapter.refhost.tracing import connect, disconnect
 
 __all__ = ["add_arguments", "chat_function", "run_demo"]
@@ -97,8 +98,8 @@ def _host_config(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     else:
         if not args.base_url or not args.model:
             raise SystemExit("botrace demo: --provider openai needs --base-url and --model")
-        provider.update(base_url=args.base_url, model=args.model,
-                        api_key=os.environ.get(args.api_key_env, ""))
+        # The key stays in the environment: it is given to the provider, never written to disk.
+        provider.update(base_url=args.base_url, model=args.model)
     return {
         "trace_enable": not args.no_trace,
         "trace_db_path": str(data_dir / "botrace.db"),
@@ -148,7 +149,13 @@ async def _serve(args: argparse.Namespace, tracer: Any, store: Any, host: RefHos
 async def run_demo(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    host = RefHost.from_config_file(data_dir / "refhost_config.json", **_host_config(args, data_dir))
+    conf = _host_config(args, data_dir)
+    provider = None
+    if args.provider == "openai":
+        provider = OpenAICompatProvider(base_url=args.base_url, model=args.model,
+                                        api_key=os.environ.get(args.api_key_env, ""))
+    host = RefHost.from_config_file(data_dir / "refhost_config.json", llm_provider=provider,
+                                    **conf)
     await host.start()
     store = await _open_store(data_dir / "botrace.db")
     counter = _Counter()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import sys
 
 import pytest
 from aiohttp import web
@@ -175,3 +178,20 @@ async def test_host_traces_a_real_model_conversation(fake_openai, tmp_path, stre
     assert tool.meta["tool_call_id"] == "call_abc"
     assert trace.to_dict()["input_tokens"] == 240
     assert "sk-secret" not in json.dumps([s.to_dict() for s in trace.spans])
+
+
+@pytest.mark.slow
+async def test_demo_switches_to_a_real_model_and_keeps_the_key_off_disk(fake_openai, tmp_path):
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "botrace", "demo", "--messages", "8", "--no-web",
+        "--data-dir", str(tmp_path / "data"), "--provider", "openai",
+        "--base-url", fake_openai.base_url, "--model", "gpt-test",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=tmp_path,
+        env={**os.environ, "OPENAI_API_KEY": "sk-from-env"})
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=90)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    assert "provider openai:gpt-test" in out.decode()
+    assert "8 traces recorded" in out.decode()
+    assert fake_openai.requests, "the demo never called the model"
+    assert set(fake_openai.auth) == {"Bearer sk-from-env"}
+    assert "sk-from-env" not in (tmp_path / "data" / "refhost_config.json").read_text()

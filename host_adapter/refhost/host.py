@@ -102,12 +102,14 @@ class RefHost:
         self._plugin_listeners: list[Any] = []
 
     @classmethod
-    def from_config_file(cls, path: str | Path | None, **overrides: Any) -> RefHost:
-        """A host reading (and creating, with defaults) its JSON config file at ``path``."""
+    def from_config_file(cls, path: str | Path | None, *, llm_provider: Provider | None = None,
+                         **overrides: Any) -> RefHost:
+        """A host reading (and creating, with defaults) its JSON config file at ``path``;
+        ``overrides`` are written to the file, ``llm_provider`` replaces the configured one."""
         cfg = JsonConfigFile(path, defaults=DEFAULT_CONFIG)
         if overrides:
             cfg.update(overrides)
-        return cls(cfg)
+        return cls(cfg, provider=llm_provider)
 
     # -- settings read live on every message --
     @property
