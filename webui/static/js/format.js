@@ -61,6 +61,7 @@ export function fmtCost(usd) {
 
 export function fmtPct(x) {
   if (x === null || x === undefined) return "–";
+  if (x === 0) return "0%";
   return `${(x * 100).toFixed(x < 0.1 ? 1 : 0)}%`;
 }
 
