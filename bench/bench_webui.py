@@ -27,8 +27,8 @@ import aiohttp
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
-from browser.conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
-from browser.harness import Host, wait_for_trace  # noqa: E402
+from browser.conftest import CHROMIUM, CHROMIUM_ARGS
+from browser.harness import Host, wait_for_trace
 
 NAIVE_RENDER = """(n) => {
   // the peer: every row in the DOM at once, with the same parts a row has

@@ -108,7 +108,7 @@ async def test_registered_on_a_tracer_it_streams_a_whole_trace():
     sub = hub.subscribe()
     weather = PluginRef("weather", "Weather", "third_party")
     try:
-        with tracer.start_trace("message", {"umo": "u:1", "outline": "hi"}):  # noqa: SIM117 - the tree, as it nests
+        with tracer.start_trace("message", {"umo": "u:1", "outline": "hi"}):
             with tracer.span("ProcessStage", "pipeline_stage"):
                 with tracer.span("get_weather", "tool_call", plugin=weather) as s:
                     s.set_input(city="Paris")

@@ -1,7 +1,7 @@
 // The trace list: filters reflected in the URL, live insertions, and (demo) the chat box.
 
 import { api } from "./api.js";
-import { base, clear, h, qs } from "./dom.js";
+import { base, clear, h, link, qs } from "./dom.js";
 import { live } from "./live.js";
 import { notice, traceTable } from "./widgets.js";
 
@@ -141,8 +141,13 @@ function chatBox() {
     send.disabled = true;
     try {
       const res = await api.post("chat", { text, user_id: user.value || "demo-user", session: session.value || "demo-session" });
-      pending.textContent = res.reply ?? "(no reply)";
+      pending.textContent = res.reply || "(no reply)";
       pending.classList.remove("pending");
+      if (res.trace_id) {
+        pending.append(h("br"), link(`traces/${res.trace_id}`, { class: "bubble-link" }, "open trace →"));
+      } else if (res.trace_id === null) {
+        pending.append(h("br"), h("span", { class: "bubble-note" }, "(not traced)"));
+      }
     } catch (err) {
       pending.textContent = `error: ${err.message}`;
       pending.classList.replace("pending", "error");
