@@ -120,7 +120,10 @@ class ScriptedProvider(Provider):
             out = LLMResponse(tool_calls=calls, finish_reason="tool_calls")
             out_tokens = 12 * len(calls)
         else:
-            out = LLMResponse(completion_text=self._answer(text, results), finish_reason="stop")
+            called = [tc["function"]["name"] for m in after if m["role"] == "assistant"
+                      for tc in m.get("tool_calls") or ()]
+            out = LLMResponse(completion_text=self._answer(text, results, called),
+                              finish_reason="stop")
             out_tokens = _tokens(out.completion_text)
         out.model = model or self.model
         out.usage = self._usage(messages, tools, out_tokens)
@@ -149,7 +152,12 @@ class ScriptedProvider(Provider):
         ]
 
     @staticmethod
-    def _answer(text: str, results: list[str]) -> str:
+    def _answer(text: str, results: list[str], called: list[str]) -> str:
+        if results and called and called[-1].startswith("transfer_to_"):
+            return results[-1]  # the subagent's answer is the answer
+        if results and called and called[-1] == "fetch_page":
+            url, _, page = results[-1].partition(": ")
+            return f"According to {url}: {page.strip()[:300]}"
         if results:
             shown = "; ".join(r.strip()[:160] for r in results[-4:])
             return f"Here is what I found: {shown}"
