@@ -169,9 +169,17 @@ async def run_demo(args: argparse.Namespace) -> int:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        # First Ctrl-C: finish the running messages, flush, close. A second one is the
+        # default KeyboardInterrupt, for when shutting down waits on something stuck.
+        print("botrace demo: stopping (Ctrl-C again to abort)", flush=True)
+        stop.set()
+        loop.remove_signal_handler(sig)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal, sig)
 
     runner = None if args.no_web else await _serve(args, tracer, store, host)
 
