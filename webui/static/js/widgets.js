@@ -46,9 +46,8 @@ export function pager(onMore) {
 }
 
 const COLUMNS = [
-  ["c-time", "Time"], ["c-status", "Status"], ["c-msg", "Message"], ["c-user", "User"],
-  ["c-session", "Session"], ["c-dur num", "Duration"], ["c-spans num", "Spans"],
-  ["c-tokens num", "Tokens in / out"], ["c-plugins", "Plugins"],
+  ["c-time", "Time"], ["c-status", "Status"], ["c-msg", "Message"], ["c-from", "User · session"],
+  ["c-dur num", "Duration"], ["c-spans num", "Spans"], ["c-tokens num", "Tokens in / out"], ["c-plugins", "Plugins"],
 ];
 
 export function traceRow(t) {
@@ -58,13 +57,14 @@ export function traceRow(t) {
     h("td", { class: "c-time", title: fmtFullTime(t.start_ns) }, fmtTime(t.start_ns)),
     h("td", { class: "c-status" }, statusBadge(t.status)),
     h("td", { class: "c-msg" }, link(`traces/${t.trace_id}`, { class: "row-link", title: msg }, msg)),
-    h("td", { class: "c-user", title: t.sender || "" }, t.user_id || "–"),
-    h("td", { class: "c-session", title: t.umo || "" }, t.session_id || t.umo || "–"),
+    h("td", { class: "c-from", title: [t.sender, t.umo].filter(Boolean).join(" · ") },
+      h("span", { class: "c-user" }, t.user_id || "–"),
+      t.session_id || t.umo ? h("span", { class: "c-session" }, ` · ${t.session_id || t.umo}`) : null),
     h("td", { class: "c-dur num" }, t.status === "running" ? "running…" : fmtDuration(t.duration_ns)),
     h("td", { class: "c-spans num" }, fmtNum(t.span_count)),
     h("td", { class: "c-tokens num", title: t.cost_usd ? `cost ${fmtCost(t.cost_usd)}` : "" }, fmtTokens(t.input_tokens, t.output_tokens)),
-    h("td", { class: "c-plugins" }, (t.plugins || []).slice(0, 3).map((p) => pluginChip(p)),
-      (t.plugins || []).length > 3 ? h("span", { class: "more" }, `+${t.plugins.length - 3}`) : null),
+    h("td", { class: "c-plugins" }, (t.plugins || []).slice(0, 2).map((p) => pluginChip(p)),
+      (t.plugins || []).length > 2 ? h("span", { class: "more", title: t.plugins.slice(2).join(", ") }, `+${t.plugins.length - 2}`) : null),
   );
   tr.addEventListener("click", (ev) => {
     if (ev.target.closest("a")) return;
