@@ -138,6 +138,37 @@ async def test_failing_tool_is_recorded_and_the_model_still_answers(tmp_path):
     assert T.spans(trace, span_type="llm_call")[-1].status == Status.OK
 
 
+@pytest.mark.parametrize("streaming", [False, True])
+async def test_model_failure_is_recorded_and_the_user_still_gets_a_reply(tmp_path, streaming):
+    async def broken(*args, **kwargs):
+        raise ConnectionError("model server unreachable")
+
+    async def broken_stream(*args, **kwargs):
+        raise ConnectionError("model server unreachable")
+        yield
+
+    async with running_host(tmp_path, streaming_response=streaming) as th:
+        th.host.provider.text_chat = broken
+        th.host.provider.text_chat_stream = broken_stream
+        event, trace = await th.send("hello there")
+    assert event.replies == [
+        "Sorry, the assistant could not answer: ConnectionError: model server unreachable"]
+    (llm,) = T.spans(trace, span_type="llm_call")
+    assert llm.status == Status.ERROR and llm.error["type"] == "ConnectionError"
+    assert T.one(trace, name="Respond").status == Status.OK
+    assert trace.to_dict()["status"] == "error"
+
+
+async def test_disabled_session_in_the_config_file_is_ignored_live(tmp_path):
+    async with running_host(tmp_path) as th:
+        th.host.config.update(disabled_sessions=["test:private:mallory"])
+        event, trace = await th.send("/status", user="mallory")
+        assert event.replies == []
+        assert names(trace.root.children)[-1] == "SessionStatusCheck"
+        event, _ = await th.send("/status", user="alice")
+        assert event.replies
+
+
 async def test_tool_timeout_is_recorded_as_an_error(tmp_path):
     agent = {"max_steps": 6, "tool_timeout_s": 0.05, "history_messages": 12, "system_prompt": ""}
     async with running_host(tmp_path, flaky_timeout_rate=1.0, agent=agent) as th:

@@ -85,7 +85,8 @@ class SessionStatusCheck(Stage):
     name = "SessionStatusCheck"
 
     async def process(self, event: MessageEvent) -> None:
-        if not self.host.sessions.is_enabled(event.umo):
+        umo = event.umo
+        if not self.host.sessions.is_enabled(umo) or umo in self.host.config["disabled_sessions"]:
             event.stop_event()
 
 
@@ -165,7 +166,12 @@ class Process(Stage):
                     event.set_result(MessageEventResult(is_llm_result=True,
                                                         stream=host.agent_stream(event)))
                 else:
-                    event.set_result(await host.agent_reply(event))
+                    try:
+                        event.set_result(await host.agent_reply(event))
+                    except Exception as exc:
+                        # The failing LLM or tool span holds the details; the user gets a reply.
+                        log.warning("agent failed for %s: %r", event.umo, exc)
+                        event.set_result(event.plain_result(_agent_failed(exc)))
                 yield
 
     async def _call_handler(self, event: MessageEvent, h: StarHandlerMetadata):
@@ -188,6 +194,10 @@ class Process(Stage):
             yield event.plain_result(
                 f"Plugin {h.plugin_name} failed: {type(exc).__name__}: {exc}"
             ).stop_event()
+
+
+def _agent_failed(exc: Exception) -> str:
+    return f"Sorry, the assistant could not answer: {type(exc).__name__}: {exc}"
 
 
 def _kind(h: StarHandlerMetadata) -> str:
@@ -224,7 +234,13 @@ class Respond(Stage):
         if result is None:
             return
         if result.stream is not None:
-            parts = [chunk async for chunk in result.stream]
+            parts: list[str] = []
+            try:
+                async for chunk in result.stream:
+                    parts.append(chunk)
+            except Exception as exc:
+                log.warning("streaming agent failed for %s: %r", event.umo, exc)
+                parts.append(("\n" if parts else "") + _agent_failed(exc))
             text = "".join(parts)
             if text:
                 await event.send(self.host.config["reply_prefix"] + text)
