@@ -1,0 +1,542 @@
+"""Read queries over the store: trace lists, one trace as a tree, statistics, sessions, users.
+
+Every function takes an aiosqlite read connection (``row_factory = sqlite3.Row``)
+and returns plain JSON-ready dicts (docs/QUERY_API.md). Parameters may come
+straight from a query string: they are validated here and a bad one raises
+:class:`QueryError`. Every value reaches SQLite as a bound parameter; the only
+text ever put into SQL is chosen from the constant tables in this module.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from botrace.schema import bucket_value_ns
+
+__all__ = ["QueryError", "get_trace", "list_traces", "sessions", "stats", "users"]
+
+MAX_LIMIT = 500
+STATUSES = frozenset({"ok", "error", "cancelled", "running", "interrupted"})
+SPAN_TYPES = frozenset({"message", "pipeline_stage", "plugin_call", "llm_call", "tool_call",
+                        "subagent_call", "io_call", "custom"})
+_HEX32 = re.compile(r"^[0-9a-f]{32}$")
+_MAX_TEXT = 512
+
+
+class QueryError(ValueError):
+    """A query parameter is malformed; the web layer answers 400 with ``message``."""
+
+    def __init__(self, param: str, message: str) -> None:
+        self.param = param
+        self.message = message
+        super().__init__(f"{param}: {message}")
+
+    def to_dict(self) -> dict[str, str]:
+        return {"error": self.message, "param": self.param}
+
+
+# ---------------------------------------------------------------------------- parameters
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _int_param(name: str, value: Any, minimum: int = 0, maximum: int | None = None) -> int | None:
+    if _blank(value):
+        return None
+    if isinstance(value, bool):
+        raise QueryError(name, "must be an integer")
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise QueryError(name, f"must be an integer, got {value[:40]!r}") from None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int):
+        raise QueryError(name, "must be an integer")
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+        raise QueryError(name, f"must be {bound}, got {value}")
+    return value
+
+
+def _float_param(name: str, value: Any) -> float | None:
+    if _blank(value):
+        return None
+    try:
+        out = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise QueryError(name, f"must be a number, got {str(value)[:40]!r}") from None
+    if not math.isfinite(out) or out < 0:
+        raise QueryError(name, "must be a finite number >= 0")
+    return out
+
+
+def _text_param(name: str, value: Any) -> str | None:
+    if _blank(value):
+        return None
+    if not isinstance(value, str | int):
+        raise QueryError(name, "must be a string")
+    value = str(value).strip()
+    if len(value) > _MAX_TEXT:
+        raise QueryError(name, f"longer than {_MAX_TEXT} characters")
+    return value
+
+
+def _choice_param(name: str, value: Any, choices: frozenset[str]) -> str | None:
+    text = _text_param(name, value)
+    if text is not None and text not in choices:
+        raise QueryError(name, f"must be one of {', '.join(sorted(choices))}; got {text[:40]!r}")
+    return text
+
+
+def _limit(value: Any) -> int:
+    out = _int_param("limit", value, 1, MAX_LIMIT)
+    return 50 if out is None else out
+
+
+def _check_keys(filters: Mapping[str, Any], allowed: frozenset[str]) -> None:
+    for key in filters:
+        if key not in allowed:
+            raise QueryError(str(key), f"unknown filter; allowed: {', '.join(sorted(allowed))}")
+
+
+def encode_cursor(*values: Any) -> str:
+    raw = json.dumps(list(values), separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: Any, types: tuple[type, ...]) -> list[Any] | None:
+    if _blank(cursor):
+        return None
+    try:
+        text = str(cursor).strip()
+        values = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise QueryError("cursor", "malformed cursor; pass next_cursor back unchanged") from None
+    if (not isinstance(values, list) or len(values) != len(types)
+            or not all(isinstance(v, t) and not isinstance(v, bool)
+                       for v, t in zip(values, types))):
+        raise QueryError("cursor", "malformed cursor; pass next_cursor back unchanged")
+    return values
+
+
+# ---------------------------------------------------------------------------- traces
+
+TRACE_FILTERS = frozenset({"since_ns", "until_ns", "user_id", "session_id", "umo", "plugin",
+                           "status", "span_type", "model", "tool", "min_duration_ms", "q"})
+_TAG_FILTERS = ("plugin", "span_type", "model", "tool")
+_TRACE_SELECT = (
+    "SELECT t.trace_id, t.name, t.start_ns, t.end_ns, t.duration_ns, t.status, t.umo, t.sender, "
+    "t.user_id, t.session_id, t.outline, t.agent_type, t.platform, t.attributes, "
+    "t.input_tokens, t.output_tokens, t.cached_tokens, t.span_count, t.llm_calls, t.tool_calls, "
+    "t.error_count, t.plugins, t.models, t.dropped_spans, t.truncated, t.cost_usd FROM traces t"
+)
+
+
+def parse_trace_filters(filters: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Validated, typed trace filters (``None`` values dropped)."""
+    filters = filters or {}
+    _check_keys(filters, TRACE_FILTERS)
+    out: dict[str, Any] = {
+        "since_ns": _int_param("since_ns", filters.get("since_ns")),
+        "until_ns": _int_param("until_ns", filters.get("until_ns")),
+        "status": _choice_param("status", filters.get("status"), STATUSES),
+        "span_type": _choice_param("span_type", filters.get("span_type"), SPAN_TYPES),
+        "min_duration_ms": _float_param("min_duration_ms", filters.get("min_duration_ms")),
+    }
+    for key in ("user_id", "session_id", "umo", "plugin", "model", "tool", "q"):
+        out[key] = _text_param(key, filters.get(key))
+    if out["since_ns"] is not None and out["until_ns"] is not None \
+            and out["until_ns"] < out["since_ns"]:
+        raise QueryError("until_ns", "must not be before since_ns")
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _trace_where(f: Mapping[str, Any]) -> tuple[list[str], list[Any]]:
+    where: list[str] = []
+    params: list[Any] = []
+    if "since_ns" in f:
+        where.append("t.start_ns >= ?")
+        params.append(f["since_ns"])
+    if "until_ns" in f:
+        where.append("t.start_ns < ?")
+        params.append(f["until_ns"])
+    for key in ("user_id", "session_id", "umo", "status"):
+        if key in f:
+            where.append(f"t.{key} = ?")  # key from the constant tuple above
+            params.append(f[key])
+    if "min_duration_ms" in f:
+        where.append("t.duration_ns >= ?")
+        params.append(int(f["min_duration_ms"] * 1_000_000))
+    if "q" in f:
+        where.append("t.outline LIKE ? ESCAPE '\\'")
+        params.append("%" + _like_escape(f["q"]) + "%")
+    for kind in _TAG_FILTERS:
+        if kind in f:
+            where.append("EXISTS (SELECT 1 FROM trace_tags g "
+                         "WHERE g.trace_id = t.trace_id AND g.kind = ? AND g.value = ?)")
+            params += [kind, f[kind]]
+    return where, params
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _loads(text: Any, default: Any) -> Any:
+    if not text:
+        return default
+    try:
+        return json.loads(text)
+    except ValueError:
+        return default
+
+
+def trace_summary(row: Any) -> dict[str, Any]:
+    return {
+        "trace_id": row["trace_id"], "name": row["name"], "start_ns": row["start_ns"],
+        "end_ns": row["end_ns"], "duration_ns": row["duration_ns"], "status": row["status"],
+        "umo": row["umo"], "sender": row["sender"], "user_id": row["user_id"],
+        "session_id": row["session_id"], "outline": row["outline"],
+        "agent_type": row["agent_type"], "platform": row["platform"],
+        "attributes": _loads(row["attributes"], {}),
+        "input_tokens": row["input_tokens"], "output_tokens": row["output_tokens"],
+        "cached_tokens": row["cached_tokens"], "span_count": row["span_count"],
+        "llm_calls": row["llm_calls"], "tool_calls": row["tool_calls"],
+        "error_count": row["error_count"], "plugins": _loads(row["plugins"], []),
+        "models": _loads(row["models"], []), "dropped_spans": row["dropped_spans"],
+        "truncated": bool(row["truncated"]), "cost_usd": row["cost_usd"],
+    }
+
+
+async def list_traces(conn: Any, filters: Mapping[str, Any] | None = None, limit: Any = 50,
+                      cursor: Any = None) -> dict[str, Any]:
+    f = parse_trace_filters(filters)
+    limit = _limit(limit)
+    after = decode_cursor(cursor, (int, str))
+    where, params = _trace_where(f)
+    cond = (" WHERE " + " AND ".join(where)) if where else ""
+    async with conn.execute(f"SELECT count(*) FROM traces t{cond}", params) as cur:
+        total = (await cur.fetchone())[0]
+    page_where, page_params = list(where), list(params)
+    if after is not None:
+        page_where.append("(t.start_ns < ? OR (t.start_ns = ? AND t.trace_id < ?))")
+        page_params += [after[0], after[0], after[1]]
+    cond = (" WHERE " + " AND ".join(page_where)) if page_where else ""
+    sql = f"{_TRACE_SELECT}{cond} ORDER BY t.start_ns DESC, t.trace_id DESC LIMIT ?"
+    async with conn.execute(sql, [*page_params, limit + 1]) as cur:
+        rows = await cur.fetchall()
+    more = len(rows) > limit
+    traces = [trace_summary(r) for r in rows[:limit]]
+    next_cursor = None
+    if more and traces:
+        last = traces[-1]
+        next_cursor = encode_cursor(last["start_ns"], last["trace_id"])
+    return {"traces": traces, "next_cursor": next_cursor, "total": total}
+
+
+_SPAN_SELECT = (
+    "SELECT trace_id, span_id, parent_id, name, span_type, start_ns, end_ns, duration_ns, "
+    "self_ns, status, data, cost_usd FROM spans WHERE trace_id = ? ORDER BY start_ns, rowid"
+)
+
+
+def span_dict(row: Any) -> dict[str, Any]:
+    data = _loads(row["data"], {})
+    return {
+        "trace_id": row["trace_id"], "span_id": row["span_id"], "parent_id": row["parent_id"],
+        "name": row["name"], "span_type": row["span_type"], "start_ns": row["start_ns"],
+        "end_ns": row["end_ns"], "duration_ns": row["duration_ns"], "self_ns": row["self_ns"],
+        "status": row["status"], "error": data.get("error"),
+        "input": data.get("input") or {}, "output": data.get("output") or {},
+        "meta": data.get("meta") or {}, "events": data.get("events") or [],
+        "plugin": data.get("plugin"), "truncated": bool(data.get("truncated", False)),
+        "cost_usd": row["cost_usd"],
+    }
+
+
+def build_tree(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Nest flat span dicts (start order) under their parents; orphans become roots."""
+    by_id = {s["span_id"]: s for s in spans}
+    roots = []
+    for s in spans:
+        s["children"] = []
+    for s in spans:
+        parent = by_id.get(s["parent_id"]) if s["parent_id"] else None
+        if parent is None or parent is s:
+            roots.append(s)
+        else:
+            parent["children"].append(s)
+    return roots
+
+
+async def get_trace(conn: Any, trace_id: Any, *, flat: bool = False,
+                    tree_only: bool = False) -> dict[str, Any] | None:
+    tid = _text_param("trace_id", trace_id)
+    tid = tid.lower() if tid else tid
+    if tid is None or not _HEX32.match(tid):
+        raise QueryError("trace_id", "must be 32 hexadecimal characters")
+    async with conn.execute(f"{_TRACE_SELECT} WHERE t.trace_id = ?", (tid,)) as cur:
+        row = await cur.fetchone()
+    if row is None:
+        return None
+    async with conn.execute(_SPAN_SELECT, (tid,)) as cur:
+        spans = [span_dict(r) for r in await cur.fetchall()]
+    out: dict[str, Any] = {"trace": trace_summary(row)}
+    if flat:
+        out["spans"] = spans
+        return out
+    tree = build_tree(spans)
+    if not tree_only:
+        out["spans"] = spans
+    out["tree"] = tree
+    return out
+
+
+async def iter_traces(conn: Any, since_ns: int | None, until_ns: int | None,
+                      batch: int = 200) -> AsyncIterator[dict[str, Any]]:
+    """Stored traces (summary + flat spans) in a time range, oldest first."""
+    after: tuple[int, str] | None = None
+    while True:
+        where, params = [], []
+        if since_ns is not None:
+            where.append("start_ns >= ?")
+            params.append(since_ns)
+        if until_ns is not None:
+            where.append("start_ns < ?")
+            params.append(until_ns)
+        if after is not None:
+            where.append("(start_ns > ? OR (start_ns = ? AND trace_id > ?))")
+            params += [after[0], after[0], after[1]]
+        cond = (" WHERE " + " AND ".join(where)) if where else ""
+        async with conn.execute(
+            f"SELECT trace_id, start_ns FROM traces{cond} ORDER BY start_ns, trace_id LIMIT ?",
+            [*params, batch],
+        ) as cur:
+            ids = [(r[0], r[1]) for r in await cur.fetchall()]
+        for tid, _ in ids:
+            doc = await get_trace(conn, tid, flat=True)
+            if doc is not None:
+                yield doc
+        if len(ids) < batch:
+            return
+        after = (ids[-1][1], ids[-1][0])
+
+
+async def count_traces(conn: Any, since_ns: int | None, until_ns: int | None) -> int:
+    where, params = [], []
+    if since_ns is not None:
+        where.append("start_ns >= ?")
+        params.append(since_ns)
+    if until_ns is not None:
+        where.append("start_ns < ?")
+        params.append(until_ns)
+    cond = (" WHERE " + " AND ".join(where)) if where else ""
+    async with conn.execute(f"SELECT count(*) FROM traces{cond}", params) as cur:
+        return (await cur.fetchone())[0]
+
+
+# ---------------------------------------------------------------------------- statistics
+
+# group_by -> (span_type it covers or None for all, the column that is the key)
+STAT_GROUPS: dict[str, tuple[str | None, str]] = {
+    "stage": ("pipeline_stage", "name"),
+    "plugin": ("plugin_call", "plugin"),
+    "tool": ("tool_call", "tool"),
+    "model": ("llm_call", "model"),
+    "span_type": (None, "span_type"),
+    "name": (None, "name"),
+}
+STAT_FILTERS = frozenset({"plugin", "user_id", "session_id", "status"})
+
+
+async def stats(conn: Any, group_by: Any = "stage", since_ns: Any = None, until_ns: Any = None,
+                filters: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    group = _text_param("group_by", group_by) or "stage"
+    if group not in STAT_GROUPS:
+        raise QueryError("group_by", f"must be one of {', '.join(STAT_GROUPS)}; got {group[:40]!r}")
+    since = _int_param("since_ns", since_ns)
+    until = _int_param("until_ns", until_ns)
+    if since is not None and until is not None and until < since:
+        raise QueryError("until_ns", "must not be before since_ns")
+    filters = filters or {}
+    _check_keys(filters, STAT_FILTERS)
+    span_type, column = STAT_GROUPS[group]
+    where = ["duration_ns IS NOT NULL", f"{column} IS NOT NULL"]
+    params: list[Any] = []
+    if span_type is not None:
+        where.append("span_type = ?")
+        params.append(span_type)
+    if since is not None:
+        where.append("start_ns >= ?")
+        params.append(since)
+    if until is not None:
+        where.append("start_ns < ?")
+        params.append(until)
+    plugin = _text_param("plugin", filters.get("plugin"))
+    if plugin is not None:
+        where.append("plugin = ?")
+        params.append(plugin)
+    status = _choice_param("status", filters.get("status"), STATUSES)
+    if status is not None:
+        where.append("status = ?")
+        params.append(status)
+    for key in ("user_id", "session_id"):
+        value = _text_param(key, filters.get(key))
+        if value is not None:
+            where.append(f"trace_id IN (SELECT trace_id FROM traces WHERE {key} = ?)")
+            params.append(value)
+    sql = (
+        f"SELECT {column} AS k, dur_bucket, count(*), sum(status = 'error'), sum(duration_ns), "
+        "coalesce(sum(self_ns), 0), max(duration_ns), sum(input_tokens), sum(output_tokens), "
+        "sum(cached_tokens), sum(cost_usd) "
+        f"FROM spans WHERE {' AND '.join(where)} GROUP BY k, dur_bucket"
+    )
+    async with conn.execute(sql, params) as cur:
+        rows = await cur.fetchall()
+    groups: dict[str, dict[str, Any]] = {}
+    for (k, bucket, n, errors, dur, self_ns, mx, tin, tout, tc, cost) in (tuple(r) for r in rows):
+        g = groups.get(k)
+        if g is None:
+            g = groups[k] = {"key": k, "count": 0, "errors": 0, "_dur": 0, "_self": 0, "_max": 0,
+                             "input_tokens": 0, "output_tokens": 0, "cached_tokens": 0,
+                             "cost_usd": 0.0, "_hist": []}
+        g["count"] += n
+        g["errors"] += errors or 0
+        g["_dur"] += dur or 0
+        g["_self"] += self_ns or 0
+        g["_max"] = max(g["_max"], mx or 0)
+        g["input_tokens"] += tin or 0
+        g["output_tokens"] += tout or 0
+        g["cached_tokens"] += tc or 0
+        g["cost_usd"] += cost or 0.0
+        g["_hist"].append((bucket or 0, n))
+    out = []
+    for g in groups.values():
+        hist = sorted(g.pop("_hist"))
+        n = g["count"]
+        mx = g.pop("_max")
+        dur = g.pop("_dur")
+        self_ns = g.pop("_self")
+        g["error_rate"] = round(g["errors"] / n, 6) if n else 0.0
+        for name, p in (("p50_ms", 0.50), ("p95_ms", 0.95), ("p99_ms", 0.99)):
+            g[name] = round(min(_percentile(hist, n, p), mx) / 1e6, 4)
+        g["avg_ms"] = round(dur / n / 1e6, 4) if n else 0.0
+        g["max_ms"] = round(mx / 1e6, 4)
+        g["total_ms"] = round(dur / 1e6, 4)
+        g["self_ms"] = round(self_ns / 1e6, 4)
+        g["cost_usd"] = round(g["cost_usd"], 8)
+        out.append(g)
+    out.sort(key=lambda g: g["total_ms"], reverse=True)
+    return {"group_by": group, "since_ns": since, "until_ns": until, "groups": out}
+
+
+def _percentile(hist: list[tuple[int, int]], n: int, p: float) -> float:
+    if not n:
+        return 0.0
+    rank = max(1, math.ceil(p * n))
+    seen = 0
+    for bucket, count in hist:
+        seen += count
+        if seen >= rank:
+            return bucket_value_ns(bucket)
+    return bucket_value_ns(hist[-1][0])
+
+
+# ---------------------------------------------------------------------------- sessions / users
+
+SESSION_FILTERS = frozenset({"since_ns", "until_ns", "user_id", "umo"})
+USER_FILTERS = frozenset({"since_ns", "until_ns", "umo"})
+_AGG = ("min(t.start_ns) AS first_ns, max(t.start_ns) AS last_ns, count(*) AS trace_count, "
+        "sum(t.status = 'error') AS error_count, sum(t.input_tokens) AS input_tokens, "
+        "sum(t.output_tokens) AS output_tokens, sum(t.cached_tokens) AS cached_tokens, "
+        "sum(t.cost_usd) AS cost_usd, coalesce(sum(t.duration_ns), 0) AS total_duration_ns")
+
+
+def _group_where(filters: Mapping[str, Any] | None, allowed: frozenset[str]
+                 ) -> tuple[list[str], list[Any]]:
+    filters = filters or {}
+    _check_keys(filters, allowed)
+    where: list[str] = []
+    params: list[Any] = []
+    since = _int_param("since_ns", filters.get("since_ns"))
+    until = _int_param("until_ns", filters.get("until_ns"))
+    if since is not None:
+        where.append("t.start_ns >= ?")
+        params.append(since)
+    if until is not None:
+        where.append("t.start_ns < ?")
+        params.append(until)
+    for key in ("user_id", "umo"):
+        value = _text_param(key, filters.get(key)) if key in allowed else None
+        if value is not None:
+            where.append(f"t.{key} = ?")
+            params.append(value)
+    return where, params
+
+
+async def _grouped(conn: Any, key_sql: str, extra: str, where: list[str], params: list[Any],
+                   limit: Any, cursor: Any) -> tuple[list[Any], str | None, int]:
+    limit = _limit(limit)
+    after = decode_cursor(cursor, (int, str))
+    where = [*where, f"{key_sql} IS NOT NULL"]
+    cond = " WHERE " + " AND ".join(where)
+    async with conn.execute(f"SELECT count(DISTINCT {key_sql}) FROM traces t{cond}", params) as cur:
+        total = (await cur.fetchone())[0]
+    having, hparams = "", []
+    if after is not None:
+        having = " HAVING (max(t.start_ns) < ? OR (max(t.start_ns) = ? AND k < ?))"
+        hparams = [after[0], after[0], after[1]]
+    sql = (f"SELECT {key_sql} AS k, {extra}, {_AGG} FROM traces t{cond} GROUP BY k{having} "
+           "ORDER BY last_ns DESC, k DESC LIMIT ?")
+    async with conn.execute(sql, [*params, *hparams, limit + 1]) as cur:
+        rows = await cur.fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor(rows[-1]["last_ns"], rows[-1]["k"]) if more and rows else None
+    return rows, next_cursor, total
+
+
+def _totals(r: Any) -> dict[str, Any]:
+    return {
+        "first_ns": r["first_ns"], "last_ns": r["last_ns"], "trace_count": r["trace_count"],
+        "error_count": r["error_count"] or 0, "input_tokens": r["input_tokens"] or 0,
+        "output_tokens": r["output_tokens"] or 0, "cached_tokens": r["cached_tokens"] or 0,
+        "cost_usd": round(r["cost_usd"] or 0.0, 8), "total_duration_ns": r["total_duration_ns"],
+    }
+
+
+async def sessions(conn: Any, filters: Mapping[str, Any] | None = None, limit: Any = 50,
+                   cursor: Any = None) -> dict[str, Any]:
+    where, params = _group_where(filters, SESSION_FILTERS)
+    rows, next_cursor, total = await _grouped(
+        conn, "coalesce(t.session_id, t.umo)",
+        "max(t.umo) AS umo, group_concat(DISTINCT t.user_id) AS user_ids",
+        where, params, limit, cursor)
+    out = []
+    for r in rows:
+        users = sorted(set((r["user_ids"] or "").split(","))) if r["user_ids"] else []
+        out.append({"session_id": r["k"], "umo": r["umo"], "user_ids": users, **_totals(r)})
+    return {"sessions": out, "next_cursor": next_cursor, "total": total}
+
+
+async def users(conn: Any, filters: Mapping[str, Any] | None = None, limit: Any = 50,
+                cursor: Any = None) -> dict[str, Any]:
+    where, params = _group_where(filters, USER_FILTERS)
+    rows, next_cursor, total = await _grouped(
+        conn, "t.user_id",
+        "max(t.sender) AS sender, count(DISTINCT coalesce(t.session_id, t.umo)) AS session_count",
+        where, params, limit, cursor)
+    out = [{"user_id": r["k"], "sender": r["sender"], "session_count": r["session_count"],
+            **_totals(r)} for r in rows]
+    return {"users": out, "next_cursor": next_cursor, "total": total}
+
+

@@ -1,0 +1,122 @@
+"""The store's SQLite schema, its version history and the migrations between them.
+
+A botrace database is recognised by ``PRAGMA application_id`` (``APPLICATION_ID``)
+and versioned by ``PRAGMA user_version``. ``MIGRATIONS[n]`` upgrades version
+``n`` to ``n + 1``; ``SCHEMA_V1`` is kept so a test can build a database of
+the first released version and prove the upgrade path.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = [
+    "APPLICATION_ID",
+    "DUR_BUCKET_BASE",
+    "MIGRATIONS",
+    "SCHEMA",
+    "SCHEMA_V1",
+    "SCHEMA_VERSION",
+    "bucket_value_ns",
+    "duration_bucket",
+]
+
+APPLICATION_ID = 0x62747263  # "btrc"
+SCHEMA_VERSION = 2
+
+# Durations are histogrammed in log buckets (3 % wide) so percentiles over a
+# million spans come from a GROUP BY of small integers, not a sort.
+DUR_BUCKET_BASE = 1.03
+_LOG_BASE = math.log(DUR_BUCKET_BASE)
+
+
+def duration_bucket(duration_ns: int | None) -> int | None:
+    if duration_ns is None:
+        return None
+    if duration_ns < 1:
+        return 0
+    return int(math.log(duration_ns) / _LOG_BASE) + 1
+
+
+def bucket_value_ns(bucket: int) -> float:
+    """Representative duration of a bucket (its geometric middle)."""
+    if bucket <= 0:
+        return 0.0
+    return DUR_BUCKET_BASE ** (bucket - 0.5)
+
+
+# Version 1: traces and spans only (no self time, histogram bucket, cost or tags).
+SCHEMA_V1 = """
+CREATE TABLE traces (
+    trace_id TEXT PRIMARY KEY,
+    name TEXT, start_ns INTEGER NOT NULL, end_ns INTEGER, duration_ns INTEGER,
+    status TEXT NOT NULL,
+    umo TEXT, sender TEXT, user_id TEXT, session_id TEXT, outline TEXT,
+    agent_type TEXT, platform TEXT,
+    input_tokens INTEGER NOT NULL DEFAULT 0, output_tokens INTEGER NOT NULL DEFAULT 0,
+    cached_tokens INTEGER NOT NULL DEFAULT 0,
+    span_count INTEGER NOT NULL DEFAULT 0, llm_calls INTEGER NOT NULL DEFAULT 0,
+    tool_calls INTEGER NOT NULL DEFAULT 0, error_count INTEGER NOT NULL DEFAULT 0,
+    dropped_spans INTEGER NOT NULL DEFAULT 0, truncated INTEGER NOT NULL DEFAULT 0,
+    plugins TEXT, models TEXT, attributes TEXT
+);
+CREATE INDEX traces_start ON traces(start_ns, trace_id);
+CREATE INDEX traces_user ON traces(user_id, start_ns);
+CREATE INDEX traces_session ON traces(session_id, start_ns);
+CREATE INDEX traces_umo ON traces(umo, start_ns);
+CREATE INDEX traces_status ON traces(status, start_ns);
+CREATE TABLE spans (
+    trace_id TEXT NOT NULL, span_id TEXT NOT NULL, parent_id TEXT,
+    name TEXT, span_type TEXT, plugin TEXT, model TEXT, tool TEXT,
+    start_ns INTEGER NOT NULL, end_ns INTEGER, duration_ns INTEGER,
+    status TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL DEFAULT 0, output_tokens INTEGER NOT NULL DEFAULT 0,
+    cached_tokens INTEGER NOT NULL DEFAULT 0,
+    data TEXT
+);
+CREATE UNIQUE INDEX spans_trace ON spans(trace_id, span_id);
+CREATE INDEX spans_type_start ON spans(span_type, start_ns);
+"""
+
+# Version 2 (current) = version 1 + MIGRATIONS[1].
+_V1_TO_V2 = """
+ALTER TABLE traces ADD COLUMN cost_usd REAL NOT NULL DEFAULT 0;
+ALTER TABLE spans ADD COLUMN self_ns INTEGER;
+ALTER TABLE spans ADD COLUMN dur_bucket INTEGER;
+ALTER TABLE spans ADD COLUMN cost_usd REAL NOT NULL DEFAULT 0;
+CREATE TABLE trace_tags (
+    trace_id TEXT NOT NULL, kind TEXT NOT NULL, value TEXT NOT NULL, start_ns INTEGER NOT NULL,
+    PRIMARY KEY (trace_id, kind, value)
+) WITHOUT ROWID;
+CREATE INDEX trace_tags_value ON trace_tags(kind, value, start_ns);
+"""
+
+
+def _v1_to_v2_backfill(conn) -> None:  # sqlite3.Connection, inside the migration transaction
+    """Fill what version 1 did not have from what it did (self time stays NULL)."""
+    rows = conn.execute("SELECT rowid, duration_ns FROM spans WHERE duration_ns IS NOT NULL")
+    conn.executemany(
+        "UPDATE spans SET dur_bucket = ? WHERE rowid = ?",
+        [(duration_bucket(d), rid) for rid, d in rows.fetchall()],
+    )
+    conn.execute(
+        """INSERT OR IGNORE INTO trace_tags (trace_id, kind, value, start_ns)
+           SELECT DISTINCT s.trace_id, 'span_type', s.span_type, t.start_ns
+           FROM spans s JOIN traces t ON t.trace_id = s.trace_id WHERE s.span_type IS NOT NULL"""
+    )
+    for kind in ("plugin", "model", "tool"):
+        conn.execute(
+            f"""INSERT OR IGNORE INTO trace_tags (trace_id, kind, value, start_ns)
+                SELECT DISTINCT s.trace_id, '{kind}', s.{kind}, t.start_ns
+                FROM spans s JOIN traces t ON t.trace_id = s.trace_id WHERE s.{kind} IS NOT NULL"""
+        )
+
+
+# MIGRATIONS[n]: (sql script, python step or None) taking version n to n + 1
+MIGRATIONS: dict[int, tuple[str, object]] = {
+    1: (_V1_TO_V2, _v1_to_v2_backfill),
+}
+
+# Fresh databases are created at version 1 and migrated forward, so the
+# migration path is the code path every new database takes too.
+SCHEMA = SCHEMA_V1

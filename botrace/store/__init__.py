@@ -1,0 +1,951 @@
+"""The durable store: a sink that persists traces to SQLite, and the queries the web page asks.
+
+Write path (never on the host's path)::
+
+    dispatcher thread: botrace_span_started / _finished / botrace_trace_* hooks
+        └─ turn the span into a row (JSON of input/output/meta), put it in a
+           pending map keyed by id, wake the writer once per batch
+    event loop: writer task
+        └─ swap the pending maps, write them in one transaction (aiosqlite, WAL),
+           between batches prune old traces a bounded batch at a time
+
+A span that starts and finishes within one batch is written once; a span
+still running at flush time is written as ``running`` and replaced when it
+finishes. So a process killed mid-message leaves its trace and every span
+flushed so far; the next :meth:`TraceStore.open` marks them ``interrupted``.
+
+Read path: separate read connections, see ``botrace.query`` and
+docs/QUERY_API.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from botrace import query as _query
+from botrace.hookspecs import hookimpl
+from botrace.pricing import PriceTable
+from botrace.query import QueryError
+from botrace.schema import (
+    APPLICATION_ID,
+    MIGRATIONS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    duration_bucket,
+)
+
+__all__ = ["QueryError", "StoreError", "TraceStore"]
+
+log = logging.getLogger("botrace.store")
+
+_SPAN_COLS = (
+    "trace_id", "span_id", "parent_id", "name", "span_type", "plugin", "model", "tool",
+    "start_ns", "end_ns", "duration_ns", "status", "input_tokens", "output_tokens",
+    "cached_tokens", "data", "self_ns", "dur_bucket", "cost_usd",
+)
+_TRACE_COLS = (
+    "trace_id", "name", "start_ns", "end_ns", "duration_ns", "status", "umo", "sender",
+    "user_id", "session_id", "outline", "agent_type", "platform", "input_tokens",
+    "output_tokens", "cached_tokens", "span_count", "llm_calls", "tool_calls", "error_count",
+    "dropped_spans", "truncated", "plugins", "models", "attributes", "cost_usd",
+)
+_INSERT_SPAN = (
+    f"INSERT OR REPLACE INTO spans ({', '.join(_SPAN_COLS)}) "
+    f"VALUES ({', '.join('?' * len(_SPAN_COLS))})"
+)
+_INSERT_TRACE = (
+    f"INSERT OR REPLACE INTO traces ({', '.join(_TRACE_COLS)}) "
+    f"VALUES ({', '.join('?' * len(_TRACE_COLS))})"
+)
+_INSERT_TAG = "INSERT OR IGNORE INTO trace_tags (trace_id, kind, value, start_ns) VALUES (?, ?, ?, ?)"
+_TRACE_FIELDS = ("umo", "sender", "user_id", "session_id", "outline", "agent_type", "platform")
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=repr).encode
+
+
+class StoreError(Exception):
+    """The database cannot be opened or used (corrupt, foreign, newer version, missing)."""
+
+
+class _TraceAcc:
+    """Running totals of one trace, kept by the dispatcher thread until the trace ends."""
+
+    __slots__ = (
+        "cached",
+        "cost",
+        "end",
+        "errors",
+        "input",
+        "llm",
+        "models",
+        "output",
+        "plugins",
+        "spans",
+        "tool_calls",
+        "tools",
+        "types",
+    )
+
+    def __init__(self) -> None:
+        self.input = self.output = self.cached = 0
+        self.spans = self.llm = self.tool_calls = self.errors = 0
+        self.cost = 0.0
+        self.end = 0
+        self.plugins: dict[str, None] = {}
+        self.models: dict[str, None] = {}
+        self.tools: dict[str, None] = {}
+        self.types: dict[str, None] = {}
+
+
+def _tok(value: Any) -> int:
+    return value if type(value) is int and value > 0 else 0
+
+
+class TraceStore:
+    """SQLite-backed trace store: a botrace sink plugin and the query API.
+
+    >>> store = TraceStore("data/botrace.db", settings)   # doctest: +SKIP
+    >>> await store.open(); tracer.register(store)          # doctest: +SKIP
+
+    ``read_only=True`` opens an existing database for queries only (``botrace
+    serve --db``); the sink hooks then do nothing.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        settings: Any = None,
+        *,
+        read_only: bool = False,
+        queue_max: int = 500_000,
+        flush_interval: float = 0.05,
+        prune_interval: float = 300.0,
+        prune_batch: int = 500,
+        block_timeout: float = 0.2,
+        busy_timeout_ms: int = 2_000,
+        readers: int = 2,
+    ) -> None:
+        if settings is None:
+            from botrace.config import Settings
+
+            settings = Settings()
+        self.settings = settings
+        self.path = Path(path if path is not None else settings.trace_db_path)
+        self.read_only = read_only
+        self.retention_days = int(getattr(settings, "trace_retention_days", 7) or 0)
+        self.max_mb = int(getattr(settings, "trace_db_max_mb", 0) or 0)
+        self.prices = PriceTable(getattr(settings, "trace_price_table", None) or {})
+        self.queue_max = queue_max
+        self.flush_interval = flush_interval
+        self.prune_interval = prune_interval
+        self.prune_batch = prune_batch
+        self.block_timeout = block_timeout
+        self.busy_timeout_ms = busy_timeout_ms
+        self._n_readers = max(1, readers)
+
+        # shared between the dispatcher thread and the writer (guarded by _cond)
+        self._cond = threading.Condition()
+        self._p_spans: dict[str, tuple] = {}
+        self._p_traces: dict[str, tuple] = {}
+        self._p_tags: list[tuple] = []
+        self._pending = 0
+        self._wake_scheduled = False
+        self._running_traces: dict[str, tuple] = {}  # started rows, re-queued if the file is lost
+        # dispatcher thread only
+        self._acc: dict[str, _TraceAcc] = {}
+        self._child_ns: dict[str, int] = {}
+
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._writer_task: asyncio.Task | None = None
+        self._wconn: aiosqlite.Connection | None = None
+        self._readers: list[aiosqlite.Connection] = []
+        self._reader_i = 0
+        self._file_id: tuple[int, int] | None = None
+        self._accepting = False
+        self._closing = False
+        self._opened = False
+        self._prune_due = False
+        self._next_prune = 0.0
+        self._last_log = 0.0
+        self._schema_version = 0
+
+        self.accepted = 0
+        self.written = 0
+        self.dropped = 0
+        self.write_errors = 0
+        self.pruned_traces = 0
+        self.recovered_traces = 0
+        self.reopened = 0
+        self.last_error: str | None = None
+        self.last_error_ns: int | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def open(self) -> TraceStore:
+        """Open (create, migrate, recover) the database and start the writer task.
+
+        Raises :class:`StoreError` when the file is not a usable botrace
+        database; such a file is left exactly as it was.
+        """
+        if self._opened:
+            return self
+        self._loop = asyncio.get_running_loop()
+        if self.read_only:
+            self._schema_version = await asyncio.to_thread(self._inspect_read_only)
+        else:
+            self._schema_version, self.recovered_traces = await asyncio.to_thread(self._prepare)
+            self._wconn = await self._connect_writer()
+            self._file_id = self._stat_id()
+            self._wake = asyncio.Event()
+            self._accepting = True
+            self._prune_due = True  # prune at start
+            self._next_prune = time.monotonic() + self.prune_interval
+            self._writer_task = asyncio.create_task(self._writer(), name="botrace-store-writer")
+            self._wake.set()
+        await self._open_readers()
+        self._opened = True
+        return self
+
+    async def close(self) -> None:
+        """Write everything accepted so far, stop the writer, close every connection."""
+        if not self._opened:
+            return
+        self._accepting = False
+        self._closing = True
+        if self._writer_task is not None:
+            self._wake.set()
+            try:
+                await self._writer_task
+            except Exception as exc:  # pragma: no cover - the writer catches its own
+                self._note_error("writer ended", exc)
+            self._writer_task = None
+        for conn in [*self._readers, self._wconn]:
+            if conn is not None:
+                try:
+                    await conn.close()
+                except Exception:  # closing a broken connection: nothing left to save
+                    pass
+        self._readers = []
+        self._wconn = None
+        self._opened = False
+
+    async def __aenter__(self) -> TraceStore:
+        return await self.open()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ sink hooks
+
+    @hookimpl
+    def botrace_startup(self, tracer: Any) -> Any:
+        if not self._opened and not self.read_only:
+            return self.open()
+        return None
+
+    @hookimpl
+    def botrace_shutdown(self, tracer: Any) -> Any:
+        return self.close()
+
+    @hookimpl
+    def botrace_health(self, tracer: Any) -> dict[str, Any]:
+        return {"name": "store", **self.health()}
+
+    @hookimpl
+    def botrace_trace_started(self, trace: Any) -> None:
+        if not self._accepting:
+            return
+        acc = self._acc[trace.trace_id] = _TraceAcc()
+        row = self._trace_row(trace, trace.attributes, "running", None, acc)
+        with self._cond:
+            self._running_traces[trace.trace_id] = row
+            self._put_locked(self._p_traces, trace.trace_id, row, force=True)
+
+    @hookimpl
+    def botrace_span_started(self, span: Any) -> None:
+        if not self._accepting:
+            return
+        plugin = span.plugin
+        row = (
+            span.trace.trace_id, span.span_id, span.parent_id, span.name, span.span_type,
+            plugin.name if plugin is not None else None, None, None,
+            span.start_ns, None, None, "running", 0, 0, 0,
+            _dumps({"plugin": plugin.to_dict()}) if plugin is not None else None,
+            None, None, 0.0,
+        )
+        with self._cond:
+            if self._pending >= self.queue_max * 0.8:
+                # keep room for what finishes: a missing "running" row costs nothing
+                # once the span's finished row arrives
+                return
+            if span.span_id not in self._p_spans:
+                self._put_locked(self._p_spans, span.span_id, row)
+
+    @hookimpl
+    def botrace_span_finished(self, span: Any) -> None:
+        if not self._accepting:
+            return
+        try:
+            row = self._span_row(span)
+        except Exception as exc:  # a value the encoder cannot handle: count, never raise
+            self._drop(1, "span serialisation failed", exc)
+            return
+        self._put(self._p_spans, span.span_id, row)
+
+    @hookimpl
+    def botrace_trace_finished(self, trace: Any) -> None:
+        if not self._accepting:
+            return
+        acc = self._acc.pop(trace.trace_id, None) or _TraceAcc()
+        try:
+            status = trace.status
+            if acc.errors and status == "ok":
+                status = "error"
+            row = self._trace_row(trace, trace.attributes, status, trace.end_ns, acc)
+        except Exception as exc:
+            self._drop(1, "trace serialisation failed", exc)
+            return
+        tid, start = trace.trace_id, trace.start_ns
+        tags = [(tid, "span_type", v, start) for v in acc.types]
+        tags += [(tid, "plugin", v, start) for v in acc.plugins]
+        tags += [(tid, "model", v, start) for v in acc.models]
+        tags += [(tid, "tool", v, start) for v in acc.tools]
+        with self._cond:
+            self._running_traces.pop(tid, None)
+            self._put_locked(self._p_traces, tid, row, force=True)
+            self._p_tags.extend(tags)
+            self._pending += len(tags)
+
+    # ------------------------------------------------------------------ rows
+
+    def _span_row(self, span: Any) -> tuple:
+        trace_id = span.trace.trace_id
+        meta = span.meta
+        plugin = span.plugin
+        span_type = span.span_type
+        start, end = span.start_ns, span.end_ns
+        duration = None if end is None else end - start
+        model = tool = None
+        tin = tout = tcached = 0
+        cost = 0.0
+        acc = self._acc.get(trace_id)
+        if acc is None:  # a straggler of a finished trace, or one started before we were
+            acc = _TraceAcc()
+        if span_type == "llm_call":
+            acc.llm += 1
+            if meta:
+                model = meta.get("model")
+                model = str(model) if model is not None else None
+                tin = _tok(meta.get("input_tokens"))
+                tout = _tok(meta.get("output_tokens"))
+                tcached = _tok(meta.get("cached_tokens"))
+                if self.prices:
+                    cost = self.prices.cost(model, tin, tout, tcached)
+        elif span_type == "tool_call":
+            acc.tool_calls += 1
+            tool = meta.get("tool_name") if meta else None
+            tool = str(tool) if tool is not None else span.name
+        children = self._child_ns.pop(span.span_id, 0)
+        self_ns = None if duration is None else max(0, duration - children)
+        if duration is not None and span.parent_id is not None:
+            self._child_ns[span.parent_id] = self._child_ns.get(span.parent_id, 0) + duration
+        data: dict[str, Any] = {}
+        if span.input:
+            data["input"] = span.input
+        if span.output:
+            data["output"] = span.output
+        if meta:
+            data["meta"] = meta
+        if span.events:
+            data["events"] = span.events
+        if span.error:
+            data["error"] = span.error
+        if plugin is not None:
+            data["plugin"] = plugin.to_dict()
+        if span.truncated:
+            data["truncated"] = True
+        status = span.status
+        acc.spans += 1
+        acc.input += tin
+        acc.output += tout
+        acc.cached += tcached
+        acc.cost += cost
+        if status == "error":
+            acc.errors += 1
+        if end is not None and end > acc.end:
+            acc.end = end
+        acc.types[span_type] = None
+        if plugin is not None:
+            acc.plugins[plugin.name] = None
+        if model is not None:
+            acc.models[model] = None
+        if tool is not None:
+            acc.tools[tool] = None
+        return (
+            trace_id, span.span_id, span.parent_id, span.name, span_type,
+            plugin.name if plugin is not None else None, model, tool,
+            start, end, duration, status, tin, tout, tcached,
+            _dumps(data) if data else None, self_ns, duration_bucket(duration), cost,
+        )
+
+    def _trace_row(self, trace: Any, attrs: Mapping[str, Any], status: str,
+                   end_ns: int | None, acc: _TraceAcc) -> tuple:
+        attrs = dict(attrs)
+        cols = []
+        for key in _TRACE_FIELDS:
+            value = attrs.pop(key, None)
+            cols.append(None if value is None else str(value))
+        start = trace.start_ns
+        return (
+            trace.trace_id, trace.name, start, end_ns,
+            None if end_ns is None else end_ns - start, status, *cols,
+            acc.input, acc.output, acc.cached, acc.spans, acc.llm, acc.tool_calls, acc.errors,
+            int(getattr(trace, "dropped_spans", 0) or 0), int(bool(trace.truncated)),
+            _dumps(list(acc.plugins)), _dumps(list(acc.models)),
+            _dumps(attrs) if attrs else None, acc.cost,
+        )
+
+    def _put(self, table: dict, key: str, row: tuple) -> None:
+        with self._cond:
+            if self._pending >= self.queue_max:
+                # backpressure on the dispatcher thread (never the host's): give
+                # the writer a moment to catch up before counting a loss
+                deadline = time.monotonic() + self.block_timeout
+                while self._pending >= self.queue_max and self._accepting:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                if self._pending >= self.queue_max:
+                    self.dropped += 1
+                    self._note_error_locked("store queue full; span dropped", None)
+                    return
+            self._put_locked(table, key, row)
+
+    def _put_locked(self, table: dict, key: str, row: tuple, force: bool = False) -> None:
+        if key not in table:
+            self._pending += 1
+        table[key] = row
+        self.accepted += 1
+        if not self._wake_scheduled and self._loop is not None:
+            self._wake_scheduled = True
+            try:
+                self._loop.call_soon_threadsafe(self._wake.set)
+            except RuntimeError:  # the loop is closed: close() already flushed
+                pass
+
+    def _drop(self, n: int, what: str, exc: BaseException | None) -> None:
+        with self._cond:
+            self.dropped += n
+            self._note_error_locked(what, exc)
+
+    # ------------------------------------------------------------------ writer
+
+    def _take(self) -> tuple[dict, dict, list]:
+        with self._cond:
+            spans, traces, tags = self._p_spans, self._p_traces, self._p_tags
+            self._p_spans, self._p_traces, self._p_tags = {}, {}, []
+            self._pending = 0
+            self._wake_scheduled = False
+            self._cond.notify_all()
+        return spans, traces, tags
+
+    def _give_back(self, spans: dict, traces: dict, tags: list) -> None:
+        """A failed batch goes back in front of what arrived since (newer rows win)."""
+        with self._cond:
+            spans.update(self._p_spans)
+            traces.update(self._p_traces)
+            tags.extend(self._p_tags)
+            over = len(spans) + len(traces) + len(tags) - self.queue_max
+            if over > 0:  # the fault lasts: keep the bound, count what is lost
+                for key in list(spans)[:over]:
+                    del spans[key]
+                self.dropped += over
+            self._p_spans, self._p_traces, self._p_tags = spans, traces, tags
+            self._pending = len(spans) + len(traces) + len(tags)
+
+    async def _writer(self) -> None:
+        backoff = 0.0
+        while True:
+            if backoff:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), backoff)
+                except TimeoutError:
+                    pass
+            else:
+                timeout = None if self._closing else max(0.0, self._next_prune - time.monotonic())
+                if not self._prune_due:
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), timeout)
+                    except TimeoutError:
+                        self._prune_due = True
+            self._wake.clear()
+            if not self._closing and self.flush_interval and self._pending < 10_000:
+                await asyncio.sleep(self.flush_interval)  # let a batch gather
+            batch = self._take()
+            ok = True
+            if any(batch):
+                ok = await self._write_batch(*batch)
+                if not ok:
+                    self._give_back(*batch)
+            if ok and self._prune_due and not self._closing:
+                n = await self._guard(self._prune_step(), "prune")
+                if n is None or n < self.prune_batch:
+                    self._prune_due = False
+                    self._next_prune = time.monotonic() + self.prune_interval
+                else:
+                    self._wake.set()  # more to prune, after the next batch of writes
+            backoff = 0.0 if ok else min(5.0, max(0.1, backoff * 2))
+            if self._closing:
+                if ok and not self._pending:
+                    return
+                if not ok and backoff >= 5.0:
+                    # the fault did not clear while closing: count what is lost
+                    with self._cond:
+                        self.dropped += self._pending
+                    self._take()
+                    return
+
+    async def _write_batch(self, spans: dict, traces: dict, tags: list) -> bool:
+        try:
+            await self._check_file()
+            conn = self._wconn
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                if traces:
+                    await conn.executemany(_INSERT_TRACE, list(traces.values()))
+                if spans:
+                    await conn.executemany(_INSERT_SPAN, list(spans.values()))
+                if tags:
+                    await conn.executemany(_INSERT_TAG, tags)
+                await conn.commit()
+            except BaseException:
+                try:
+                    await conn.rollback()
+                except Exception:
+                    pass
+                raise
+        except (sqlite3.Error, OSError, ValueError) as exc:
+            self.write_errors += 1
+            self._note_error("write failed", exc)
+            if isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc):
+                await self._reopen_writer()
+            return False
+        self.written += len(spans) + len(traces)
+        return True
+
+    async def _guard(self, coro: Any, what: str) -> Any:
+        try:
+            return await coro
+        except (sqlite3.Error, OSError) as exc:
+            self.write_errors += 1
+            self._note_error(f"{what} failed", exc)
+            return None
+
+    # ------------------------------------------------------------------ retention
+
+    async def _prune_step(self, retention_days: int | None = None,
+                          max_mb: int | None = None) -> int:
+        """Delete at most ``prune_batch`` whole traces (oldest first) that are too old,
+        or while the database is over its size cap. Returns how many."""
+        days = self.retention_days if retention_days is None else retention_days
+        cap = self.max_mb if max_mb is None else max_mb
+        conn = self._wconn
+        ids: list[str] = []
+        if days > 0:
+            cutoff = time.time_ns() - days * 86_400 * 1_000_000_000
+            async with conn.execute(
+                "SELECT trace_id FROM traces WHERE start_ns < ? ORDER BY start_ns LIMIT ?",
+                (cutoff, self.prune_batch),
+            ) as cur:
+                ids = [r[0] for r in await cur.fetchall()]
+        if not ids and cap > 0 and await self._used_bytes() > cap * 1024 * 1024:
+            async with conn.execute(
+                "SELECT trace_id FROM traces WHERE status != 'running' "
+                "ORDER BY start_ns LIMIT ?", (self.prune_batch,),
+            ) as cur:
+                ids = [r[0] for r in await cur.fetchall()]
+        if not ids:
+            return 0
+        await self._delete_traces(ids)
+        return len(ids)
+
+    async def _delete_traces(self, ids: list[str]) -> None:
+        conn = self._wconn
+        marks = ",".join("?" * len(ids))
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            await conn.execute(f"DELETE FROM spans WHERE trace_id IN ({marks})", ids)
+            await conn.execute(f"DELETE FROM trace_tags WHERE trace_id IN ({marks})", ids)
+            await conn.execute(f"DELETE FROM traces WHERE trace_id IN ({marks})", ids)
+            await conn.commit()
+        except BaseException:
+            await conn.rollback()
+            raise
+        self.pruned_traces += len(ids)
+        # give freed pages back to the file system a bounded amount at a time
+        await conn.execute("PRAGMA incremental_vacuum(2000)")
+
+    async def _used_bytes(self) -> int:
+        conn = self._wconn
+        async with conn.execute("PRAGMA page_count") as cur:
+            pages = (await cur.fetchone())[0]
+        async with conn.execute("PRAGMA freelist_count") as cur:
+            free = (await cur.fetchone())[0]
+        async with conn.execute("PRAGMA page_size") as cur:
+            size = (await cur.fetchone())[0]
+        return (pages - free) * size
+
+    async def prune(self, retention_days: int | None = None, max_mb: int | None = None) -> int:
+        """Prune now until nothing is due (``botrace prune``). Returns traces deleted.
+
+        Runs batch by batch; do not call it while the writer task is busy
+        with a big backlog if you care about latency (the CLI runs it alone).
+        """
+        if self.read_only or self._wconn is None:
+            raise StoreError("the store is not open for writing")
+        await self.flush()
+        total = 0
+        while True:
+            n = await self._prune_step(retention_days, max_mb)
+            total += n
+            if n < self.prune_batch:
+                return total
+
+    async def flush(self) -> None:
+        """Wait until every row accepted so far is written (or counted as lost)."""
+        if self._writer_task is None:
+            return
+        while self._pending and not self._writer_task.done():
+            self._wake.set()
+            await asyncio.sleep(0.005)
+        # the batch the writer may hold right now
+        while self._writer_task is not None and not self._writer_task.done():
+            with self._cond:
+                idle = not self._pending
+            if idle and not self._wake.is_set():
+                await asyncio.sleep(0)
+                probe = self._wconn
+                if probe is not None:
+                    await probe.execute("SELECT 1")  # queued behind the writer's statements
+                return
+            await asyncio.sleep(0.005)
+
+    # ------------------------------------------------------------------ faults
+
+    def _stat_id(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    async def _check_file(self) -> None:
+        """The database file was deleted or replaced under us: start a fresh one."""
+        if self._stat_id() == self._file_id:
+            return
+        self._note_error("database file vanished or was replaced; recreating", None)
+        await self._reopen_writer()
+
+    async def _reopen_writer(self) -> None:
+        for conn in [self._wconn, *self._readers]:
+            try:
+                await conn.close()
+            except Exception:
+                pass
+        self._readers = []
+        self.reopened += 1
+        try:
+            self._schema_version, _ = await asyncio.to_thread(self._prepare)
+        except StoreError as exc:
+            # a foreign file now sits at the path: leave it alone, keep failing
+            self._wconn = await self._connect_memory()
+            self._file_id = self._stat_id()
+            raise sqlite3.OperationalError(str(exc)) from None
+        self._wconn = await self._connect_writer()
+        self._file_id = self._stat_id()
+        await self._open_readers()
+        with self._cond:  # traces still running lost their started row with the file
+            for tid, row in self._running_traces.items():
+                if tid not in self._p_traces:
+                    self._p_traces[tid] = row
+                    self._pending += 1
+
+    async def _connect_memory(self) -> aiosqlite.Connection:
+        return await aiosqlite.connect(":memory:", isolation_level=None)
+
+    def _note_error(self, what: str, exc: BaseException | None) -> None:
+        with self._cond:
+            self._note_error_locked(what, exc)
+
+    def _note_error_locked(self, what: str, exc: BaseException | None) -> None:
+        text = what if exc is None else f"{what}: {type(exc).__name__}: {exc}"
+        self.last_error = text
+        self.last_error_ns = time.time_ns()
+        now = time.monotonic()
+        if now - self._last_log > 10.0:  # rate-limited: one line per 10 s
+            self._last_log = now
+            log.warning("botrace store (%s): %s", self.path, text)
+
+    # ------------------------------------------------------------------ connections
+
+    def _inspect(self, conn: sqlite3.Connection) -> int:
+        """The file's schema version; StoreError when it is not ours."""
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"{self.path} is not a readable SQLite database ({exc}); "
+                "it was left untouched - move it away or point trace_db_path elsewhere"
+            ) from None
+        if tables == 0 and app_id == 0:
+            return 0
+        if app_id != APPLICATION_ID:
+            raise StoreError(
+                f"{self.path} is a SQLite database of another application "
+                f"(application_id={app_id:#x}); it was left untouched"
+            )
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this botrace "
+                f"understands ({SCHEMA_VERSION}); upgrade botrace"
+            )
+        return version
+
+    def _inspect_read_only(self) -> int:
+        if not self.path.exists():
+            raise StoreError(f"{self.path} does not exist")
+        conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            version = self._inspect(conn)
+        finally:
+            conn.close()
+        if version == 0:
+            raise StoreError(f"{self.path} is an empty database, not a botrace store")
+        if version < SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}; open it once read-write "
+                f"(any botrace command but serve) to migrate it to {SCHEMA_VERSION}"
+            )
+        return version
+
+    def _prepare(self) -> tuple[int, int]:
+        """Create or migrate the database, recover interrupted traces (worker thread)."""
+        path = self.path
+        if path.exists() and path.stat().st_size > 0:
+            # look before touching: a foreign or corrupt file must stay byte-for-byte as it is
+            probe = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                self._inspect(probe)
+            finally:
+                probe.close()
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None, timeout=self.busy_timeout_ms / 1000)
+        try:
+            version = self._inspect(conn)
+            if version == 0:
+                conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("BEGIN IMMEDIATE")
+                for stmt in _statements(SCHEMA):
+                    conn.execute(stmt)
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                conn.execute("PRAGMA user_version = 1")
+                conn.execute("COMMIT")
+                version = 1
+            else:
+                conn.execute("PRAGMA journal_mode = WAL")
+            while version < SCHEMA_VERSION:
+                script, step = MIGRATIONS[version]
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for stmt in _statements(script):
+                        conn.execute(stmt)
+                    if step is not None:
+                        step(conn)
+                    conn.execute(f"PRAGMA user_version = {version + 1}")
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                version += 1
+            recovered = _recover_interrupted(conn)
+            return version, recovered
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open {path}: {exc}") from None
+        finally:
+            conn.close()
+
+    async def _connect_writer(self) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        for pragma in (
+            "PRAGMA journal_mode = WAL",
+            "PRAGMA synchronous = NORMAL",
+            f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}",
+            "PRAGMA temp_store = MEMORY",
+            "PRAGMA cache_size = -32000",
+            "PRAGMA journal_size_limit = 67108864",
+        ):
+            await conn.execute(pragma)
+        return conn
+
+    async def _open_readers(self) -> None:
+        uri = self.path.resolve().as_uri() + ("?mode=ro" if self.read_only else "")
+        for _ in range(self._n_readers):
+            conn = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+            await conn.execute("PRAGMA query_only = 1")
+            await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            await conn.execute("PRAGMA cache_size = -16000")
+            conn.row_factory = sqlite3.Row
+            self._readers.append(conn)
+
+    def _reader(self) -> aiosqlite.Connection:
+        if not self._readers:
+            raise StoreError("the store is not open")
+        self._reader_i = (self._reader_i + 1) % len(self._readers)
+        return self._readers[self._reader_i]
+
+    # ------------------------------------------------------------------ health
+
+    def health(self) -> dict[str, Any]:
+        """Counters for the web page and ``tracer.health()`` (cheap, sync)."""
+        try:
+            db_bytes = self.path.stat().st_size
+            wal = self.path.with_name(self.path.name + "-wal")
+            if wal.exists():
+                db_bytes += wal.stat().st_size
+        except OSError:
+            db_bytes = 0
+        if not self._opened:
+            state = "closed"
+        elif self.read_only:
+            state = "read_only"
+        elif self._pending >= self.queue_max or (
+            self.last_error_ns and time.time_ns() - self.last_error_ns < 60_000_000_000
+        ):
+            state = "degraded"
+        else:
+            state = "ok"
+        return {
+            "state": state,
+            "db_path": str(self.path),
+            "db_bytes": db_bytes,
+            "queue_depth": self._pending,
+            "queue_max": self.queue_max,
+            "accepted": self.accepted,
+            "written": self.written,
+            "dropped": self.dropped,
+            "write_errors": self.write_errors,
+            "last_error": self.last_error,
+            "last_error_ns": self.last_error_ns,
+            "pruned_traces": self.pruned_traces,
+            "recovered_traces": self.recovered_traces,
+            "reopened": self.reopened,
+            "schema_version": self._schema_version,
+        }
+
+    # ------------------------------------------------------------------ queries
+
+    async def list_traces(self, filters: Mapping[str, Any] | None = None, limit: Any = 50,
+                          cursor: str | None = None) -> dict[str, Any]:
+        """Trace summaries, newest first; see docs/QUERY_API.md."""
+        return await _query.list_traces(self._reader(), filters, limit, cursor)
+
+    async def get_trace(self, trace_id: str, *, flat: bool = False,
+                        tree_only: bool = False) -> dict[str, Any] | None:
+        """One trace: summary, flat spans and the span tree; None when unknown."""
+        return await _query.get_trace(self._reader(), trace_id, flat=flat, tree_only=tree_only)
+
+    async def stats(self, group_by: str = "stage", since_ns: Any = None, until_ns: Any = None,
+                    filters: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Latency, error and token statistics per stage / plugin / tool / model."""
+        return await _query.stats(self._reader(), group_by, since_ns, until_ns, filters)
+
+    async def sessions(self, filters: Mapping[str, Any] | None = None, limit: Any = 50,
+                       cursor: str | None = None) -> dict[str, Any]:
+        """Conversations (by session id, else umo) with totals, most recent first."""
+        return await _query.sessions(self._reader(), filters, limit, cursor)
+
+    async def users(self, filters: Mapping[str, Any] | None = None, limit: Any = 50,
+                    cursor: str | None = None) -> dict[str, Any]:
+        """Per-user totals, most recent first."""
+        return await _query.users(self._reader(), filters, limit, cursor)
+
+    async def iter_traces(self, since_ns: int | None = None, until_ns: int | None = None,
+                          batch: int = 200):
+        """Every stored trace in a time range with its spans, oldest first (for export)."""
+        async for item in _query.iter_traces(self._reader(), since_ns, until_ns, batch):
+            yield item
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def _recover_interrupted(conn: sqlite3.Connection) -> int:
+    """Traces left ``running`` by a process that died: mark them (and their running
+    spans) ``interrupted`` and rebuild their totals and tags from the spans kept."""
+    ids = [r[0] for r in conn.execute("SELECT trace_id FROM traces WHERE status = 'running'")]
+    if not ids:
+        return 0
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for tid in ids:
+            conn.execute(
+                "UPDATE spans SET status = 'interrupted' WHERE trace_id = ? AND status = 'running'",
+                (tid,),
+            )
+            (n, tin, tout, tcached, llm, tools, errors, cost, end) = conn.execute(
+                """SELECT count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),
+                          coalesce(sum(cached_tokens), 0), coalesce(sum(span_type = 'llm_call'), 0),
+                          coalesce(sum(span_type = 'tool_call'), 0),
+                          coalesce(sum(status = 'error'), 0), coalesce(sum(cost_usd), 0),
+                          max(end_ns)
+                   FROM spans WHERE trace_id = ?""",
+                (tid,),
+            ).fetchone()
+            plugins = [r[0] for r in conn.execute(
+                "SELECT DISTINCT plugin FROM spans WHERE trace_id = ? AND plugin IS NOT NULL", (tid,))]
+            models = [r[0] for r in conn.execute(
+                "SELECT DISTINCT model FROM spans WHERE trace_id = ? AND model IS NOT NULL", (tid,))]
+            conn.execute(
+                """UPDATE traces SET status = 'interrupted', span_count = ?, input_tokens = ?,
+                          output_tokens = ?, cached_tokens = ?, llm_calls = ?, tool_calls = ?,
+                          error_count = ?, cost_usd = ?, end_ns = ?,
+                          duration_ns = CASE WHEN ? IS NULL THEN NULL ELSE ? - start_ns END,
+                          plugins = ?, models = ?
+                   WHERE trace_id = ?""",
+                (n, tin, tout, tcached, llm, tools, errors, cost, end, end, end,
+                 json.dumps(plugins), json.dumps(models), tid),
+            )
+            for kind, column_sql in _TAG_SOURCES:
+                conn.execute(column_sql, (kind, tid))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return len(ids)
+
+
+_TAG_SOURCES = [
+    (kind, "INSERT OR IGNORE INTO trace_tags (trace_id, kind, value, start_ns) "
+           f"SELECT DISTINCT s.trace_id, ?, s.{column}, t.start_ns FROM spans s "
+           "JOIN traces t ON t.trace_id = s.trace_id "
+           f"WHERE s.trace_id = ? AND s.{column} IS NOT NULL")
+    for kind, column in (("span_type", "span_type"), ("plugin", "plugin"),
+                         ("model", "model"), ("tool", "tool"))
+]
