@@ -303,6 +303,27 @@ async def test_group_chatter_without_wake_reaches_only_all_message_handlers(tmp_
         assert names(trace.root.children) == ["WakingCheck"]  # nobody wanted it: stopped
 
 
+async def test_a_handler_stopping_the_event_mid_iteration_closes_its_span_in_the_trace(
+        tmp_path, monkeypatch):
+    _write_plugin(tmp_path, "1.0", "v1")
+    main = tmp_path / "tmpplugs" / "echo" / "main.py"
+    main.write_text(main.read_text().replace(
+        'yield event.plain_result("v1 " + work(event.message_str))',
+        'yield event.plain_result("first")\n        event.stop_event()\n'
+        '        yield event.plain_result("never sent")\n        raise AssertionError("resumed")'))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        async with running_host(tmp_path, plugins={"tmpplugs.echo.main": False}) as th:
+            event, trace = await th.send("/echo hi")
+    finally:
+        for name in [n for n in sys.modules if n.startswith("tmpplugs")]:
+            del sys.modules[name]
+    assert event.replies == ["first"]
+    handler = T.one(trace, name="Echo.echo")
+    assert handler.end_ns is not None and handler.end_ns <= trace.root.end_ns
+    assert handler.meta.get("closed_early") is True
+
+
 async def test_regex_handler_answers_and_the_llm_is_not_asked(tmp_path):
     async with running_host(tmp_path) as th:
         event, trace = await th.send("thanks a lot!")

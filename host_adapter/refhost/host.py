@@ -12,6 +12,7 @@ without it the host runs exactly the same, with null spans.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -244,9 +245,10 @@ class RefHost:
                     _record_llm(span, resp, tools, None)
             yield resp
             return
-        async for resp in iterate_in_span(span, self._stream_llm(span, provider, messages, tools,
-                                                                 model)):
-            yield resp
+        chunks = iterate_in_span(span, self._stream_llm(span, provider, messages, tools, model))
+        async with contextlib.aclosing(chunks):  # a consumer leaving early ends the span now
+            async for resp in chunks:
+                yield resp
 
     @staticmethod
     async def _stream_llm(span: Any, provider: Provider, messages: list[dict[str, Any]],

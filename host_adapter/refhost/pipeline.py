@@ -12,6 +12,7 @@ already run inside it, so the scheduler is done. A stage that calls
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
@@ -149,14 +150,16 @@ class Process(Stage):
         if handlers:
             with emit.stage("StarRequest", event):
                 for handler in handlers:
-                    async for result in self._call_handler(event, handler):
-                        if result is not None:
-                            # A plugin answered: as in AstrBot, the LLM is not asked as well.
-                            event.set_result(result)
-                            event.extras["handled"] = True
-                        yield
-                        if event.is_stopped():
-                            return
+                    # aclosing: leaving early ends the handler (and its span) now, not at GC
+                    async with contextlib.aclosing(self._call_handler(event, handler)) as results:
+                        async for result in results:
+                            if result is not None:
+                                # A plugin answered: as in AstrBot, the LLM is not asked as well.
+                                event.set_result(result)
+                                event.extras["handled"] = True
+                            yield
+                            if event.is_stopped():
+                                return
                     if handler.command is not None:
                         event.extras["handled"] = True
         if (event.is_wake and not event.extras.get("handled") and not event.is_stopped()
@@ -182,8 +185,9 @@ class Process(Stage):
         try:
             ret = h.handler(event)
             if inspect.isasyncgen(ret):
-                async for result in emit.iterate(span, ret):
-                    yield result
+                async with contextlib.aclosing(emit.iterate(span, ret)) as results:
+                    async for result in results:
+                        yield result
             else:
                 with span:
                     result = await ret
