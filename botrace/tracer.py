@@ -73,15 +73,15 @@ class Tracer:
         self._settings = settings
         self._enabled = settings.trace_enable
         self._settings_lock = threading.Lock()
-        self.pm = plugin_manager or pluggy.PluginManager("botrace")
+        self.pm = plugin_manager or _PluginManager("botrace")
         self.pm.add_hookspecs(hookspecs)
-        self.hook = self.pm.hook
+        self.hook = _HookRelay(self.pm)
         self.plugins = PluginRegistry(fallback=self._resolve_by_hook)
         self._dispatcher = Dispatcher(self.pm, settings.trace_queue_size,
                                       settings.trace_dispatch_interval_ms / 1000)
         self.traces_started = 0
         self._started = False
-        self.register(_CoreSpans(self), name="botrace.core")
+        self.register(_CoreSpans(self), name=_CORE)
         if load_entrypoints:
             self.pm.load_setuptools_entrypoints("botrace")
             self._dispatcher.refresh()
@@ -136,8 +136,7 @@ class Tracer:
         with self._settings_lock:
             new = self._settings.replace(**changes)
             changed = {k: getattr(new, k) for k in changes if getattr(new, k) != getattr(self._settings, k)}
-            self._settings = new
-            self._enabled = new.trace_enable
+            self._apply(new)
         if changed:
             call_isolated(self.pm, "botrace_settings_changed", self._dispatcher.faults,
                           settings=new, changes=changed)
@@ -147,9 +146,14 @@ class Tracer:
         """Read the host's settings again (``botrace_load_settings``)."""
         mapping = self.hook.botrace_load_settings()
         with self._settings_lock:
-            self._settings = Settings.from_mapping(mapping)
-            self._enabled = self._settings.trace_enable
+            self._apply(Settings.from_mapping(mapping))
         return self._settings
+
+    def _apply(self, settings: Settings) -> None:
+        self._settings = settings
+        self._enabled = settings.trace_enable
+        self._dispatcher.max_events = settings.trace_queue_size
+        self._dispatcher.interval_s = settings.trace_dispatch_interval_ms / 1000
 
     # -- traces ---------------------------------------------------------------------
 
@@ -245,6 +249,84 @@ class Tracer:
         }
 
 
+SPAN_HOOKS = ("botrace_trace_message", "botrace_trace_stage", "botrace_trace_handler",
+              "botrace_trace_llm_call", "botrace_trace_tool_call", "botrace_trace_subagent")
+_CORE = "botrace.core"
+
+
+class _PluginManager(pluggy.PluginManager):
+    """A PluginManager that counts registrations, so callers can cache what they looked up."""
+
+    generation = 0
+
+    def register(self, plugin: Any, name: str | None = None) -> str | None:
+        try:
+            return super().register(plugin, name)
+        finally:
+            self.generation += 1
+
+    def unregister(self, plugin: Any = None, name: str | None = None) -> Any:
+        try:
+            return super().unregister(plugin, name)
+        finally:
+            self.generation += 1
+
+
+class _SpanHookCaller:
+    """Calls one ``botrace_trace_*`` hook; straight to the core while it is the only implementation.
+
+    A pluggy call costs 1.5-4 us; a host opens ~30 spans per message, so the
+    hook machinery alone would cost more than the spans. While nothing but the
+    core implements the hook the result is the same either way, so the call
+    goes straight to the core's method. Register any plugin implementing it
+    (a sampler, a metrics plugin) and every call takes pluggy's full path
+    again, ``add_hookcall_monitoring`` included.
+    """
+
+    __slots__ = ("_caller", "_direct", "_generation", "_pm")
+
+    def __init__(self, pm: _PluginManager, caller: Any) -> None:
+        self._pm = pm
+        self._caller = caller
+        self._direct: Any = None
+        self._generation = -1
+
+    def __call__(self, **kwargs: Any) -> Any:
+        if self._generation != self._pm.generation:
+            self._refresh()
+        direct = self._direct
+        if direct is not None:
+            return direct(**kwargs)
+        return self._caller(**kwargs)
+
+    def _refresh(self) -> None:
+        generation = self._pm.generation
+        impls = self._caller.get_hookimpls()
+        only_core = len(impls) == 1 and impls[0].plugin_name == _CORE and not impls[0].hookwrapper \
+            and not impls[0].wrapper
+        self._direct = impls[0].function if only_core else None
+        self._generation = generation
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._caller, name)
+
+
+class _HookRelay:
+    """``tracer.hook``: pluggy's hook relay, with the span hooks behind :class:`_SpanHookCaller`."""
+
+    def __init__(self, pm: pluggy.PluginManager) -> None:
+        self._pm = pm
+        if isinstance(pm, _PluginManager):
+            for name in SPAN_HOOKS:
+                setattr(self, name, _SpanHookCaller(pm, getattr(pm.hook, name)))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pm.hook, name)
+
+    def __dir__(self) -> list[str]:
+        return dir(self._pm.hook)
+
+
 class _CoreSpans:
     """The core's implementations of the host-side ``botrace_trace_*`` hooks."""
 
@@ -269,17 +351,14 @@ class _CoreSpans:
 
     @hookimpl(trylast=True)
     def botrace_trace_stage(self, stage: str, event: Any) -> Span | NullSpan:
-        span = self.tracer.span(stage, SpanType.PIPELINE_STAGE)
-        if span:
-            span.set_meta(stage=stage)
-        return span
+        return self.tracer.span(stage, SpanType.PIPELINE_STAGE)
 
     @hookimpl(trylast=True)
     def botrace_trace_handler(self, handler_name: str, module_path: str | None,
                               event_type: str | None, plugin: PluginRef | str | None) -> Span | NullSpan:
         span = self.tracer.span(handler_name, SpanType.PLUGIN_CALL, plugin=plugin, module=module_path)
-        if span:
-            span.set_meta(handler_name=handler_name, event_type=event_type, module=module_path)
+        if span and event_type:
+            span.set_meta(event_type=event_type)
         return span
 
     @hookimpl(trylast=True)

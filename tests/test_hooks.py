@@ -83,7 +83,7 @@ def test_hook_trace_stage():
         with tracer.hook.botrace_trace_stage(stage="WakingCheck", event=EVENT) as stage:
             pass
     assert stage.parent_id == root.span_id
-    assert (stage.name, stage.span_type, stage.meta["stage"]) == ("WakingCheck", "pipeline_stage", "WakingCheck")
+    assert (stage.name, stage.span_type) == ("WakingCheck", "pipeline_stage")
     assert tracer.hook.botrace_trace_stage(stage="x", event=None) is NULL_SPAN  # outside a trace
 
 
