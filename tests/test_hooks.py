@@ -263,3 +263,32 @@ def test_hook_register_commands(capsys):
     args = parser.parse_args(["hello", "--name", "bot"])
     assert args.func(args) == 0
     assert capsys.readouterr().out == "hello bot\n"
+
+
+def test_span_hooks_take_pluggys_full_path_once_another_plugin_implements_them():
+    tracer, _, _ = make_tracer()
+    seen = []
+    undo = tracer.pm.add_hookcall_monitoring(lambda name, impls, kwargs: seen.append(name),
+                                             lambda outcome, name, impls, kwargs: None)
+    with tracer.hook.botrace_trace_message(event=EVENT, name=None, attributes=None):
+        pass
+    assert "botrace_trace_message" not in seen  # the core alone: called directly
+
+    class Observer:
+        @hookimpl
+        def botrace_trace_message(self, event):
+            return None
+
+    tracer.register(Observer())
+    with tracer.hook.botrace_trace_message(event=EVENT, name=None, attributes=None) as root:
+        assert root
+    assert "botrace_trace_message" in seen
+    undo()
+
+
+def test_dispatcher_follows_the_hosts_settings():
+    tracer, _, _ = make_tracer(Host({"trace_queue_size": 64, "trace_dispatch_interval_ms": 5}))
+    health = tracer.health()
+    assert health["queue_capacity"] == 64
+    tracer.update_settings(trace_queue_size=128)
+    assert tracer.health()["queue_capacity"] == 128
