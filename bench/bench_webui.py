@@ -123,7 +123,16 @@ async def bench_list(host: Host, browser, n: int) -> None:
 
     await asyncio.to_thread(fill)
     await host.store.flush()
-    print(f"stored {n} synthetic traces in {time.perf_counter() - t0:.1f} s")
+    # the writer may still hold batches: wait until the count stops moving
+    last, stable_since = -1, time.monotonic()
+    while time.monotonic() - stable_since < 2:
+        total = (await host.store.list_traces(limit=1))["total"]
+        if total != last:
+            last, stable_since = total, time.monotonic()
+        await asyncio.sleep(0.2)
+    health = host.store.health()
+    print(f"stored {last} of {n} synthetic traces in {time.perf_counter() - t0:.1f} s "
+          f"(store dropped {health.get('dropped')}, write errors {health.get('write_errors')})")
     page = await browser.new_page(viewport={"width": 1400, "height": 900})
     await page.goto(host.url)
     t0 = time.perf_counter()

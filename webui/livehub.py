@@ -266,7 +266,7 @@ class LiveHub:
 
     @hookimpl
     def botrace_health(self, tracer: Any) -> dict[str, Any]:
-        return {"live_hub": self.stats()}
+        return {"name": "live_hub", **self.stats()}
 
     def _publish_span(self, kind: str, span: Any) -> None:
         data = span.to_dict()

@@ -248,3 +248,33 @@ async def test_browser_xss_via_plugin_and_span_names(host, page):
     assert await page.evaluate("window.__xss") is None
     assert await page.locator("main img, main script, main i").count() == 0
     assert page.problems == []
+
+
+async def test_browser_a_stream_that_goes_silent_is_noticed_and_resumed(tmp_path, page):
+    # a connection that stays open but carries nothing (a proxy that swallowed it, a tab
+    # the browser froze in the background): the page's watchdog reconnects with its last id
+    try:
+        from browser.harness import Host
+    except ImportError:  # pragma: no cover
+        from tests.browser.harness import Host
+
+    host = await Host(str(tmp_path / "t.db"), step_s=0, heartbeat_s=0.3).start()
+    try:
+        await open_list(page, host)
+        hub = host.app[keys.HUB]
+        (sub,) = list(hub._subscribers)
+
+        async def silent(timeout=None):
+            while not sub.closed:
+                await asyncio.sleep(0.05)
+            return []
+
+        sub.next = silent  # alive, but not a byte more
+        await asyncio.sleep(0.6)  # the call in flight returns; from now on the line is silent
+        await host.chat("said while the line was silent", "u1", "s1")
+        row = page.locator("table.traces tbody tr", has_text="said while the line was silent")
+        await expect(row).to_have_count(1, timeout=10000)
+        assert len(hub._subscribers - {sub}) == 1  # a new connection carried it
+        assert page.problems == []
+    finally:
+        await host.stop()

@@ -49,7 +49,7 @@ export class LiveStream {
 
   start() {
     this.connect();
-    setInterval(() => this.watchdog(), 5000);
+    this.armWatchdog();
     document.addEventListener("visibilitychange", () => {
       if (document.visibilityState === "visible") this.watchdog();
     });
@@ -57,6 +57,11 @@ export class LiveStream {
     window.addEventListener("pageshow", (ev) => {
       if (ev.persisted) this.reconnect(0);
     });
+  }
+
+  armWatchdog() {
+    clearInterval(this.watchdogTimer);
+    this.watchdogTimer = setInterval(() => this.watchdog(), Math.min(5000, this.heartbeatS * 1000));
   }
 
   connect() {
@@ -69,7 +74,10 @@ export class LiveStream {
     src.addEventListener("hello", (ev) => {
       this.touch(ev);
       const hello = JSON.parse(ev.data);
-      this.heartbeatS = hello.heartbeat_s || 15;
+      if ((hello.heartbeat_s || 15) !== this.heartbeatS) {
+        this.heartbeatS = hello.heartbeat_s || 15;
+        this.armWatchdog();
+      }
       this.backoff = 1000;
       this.setState(hello.live ? "live" : "static");
       if (hello.resume === "gap") this.emit("resync", { reason: "reconnected after a gap" });
@@ -116,7 +124,8 @@ export class LiveStream {
   watchdog() {
     if (!this.source) return;
     const quietFor = Date.now() - this.lastMessageAt;
-    if (quietFor > this.heartbeatS * 2500 + 5000) this.reconnect(0);
+    // 2.5 heartbeats of silence: the connection is dead even if the socket does not say so
+    if (quietFor > this.heartbeatS * 2500 + 1000) this.reconnect(0);
   }
 
   remember(kind, data) {
