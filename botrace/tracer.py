@@ -103,6 +103,21 @@ class Tracer:
         self._dispatcher.refresh()
         return registered
 
+    def register_exporters(self) -> list[Any]:
+        """Register the exporters the settings turn on (log file, OTLP, Zipkin); returns them.
+
+        Call it after the settings are loaded (``Tracer.from_host``) and before
+        :meth:`start`. Exporters already registered under the same name are kept.
+        """
+        from botrace.sinks import exporters_from_settings
+
+        added = []
+        for name, sink in exporters_from_settings(self._settings):
+            if self.pm.get_plugin(name) is None:
+                self.register(sink, name=name)
+                added.append(sink)
+        return added
+
     def unregister(self, plugin: Any = None, name: str | None = None) -> Any:
         removed = self.pm.unregister(plugin, name=name)
         self._dispatcher.refresh()
@@ -231,10 +246,26 @@ class Tracer:
         uninstall(self)
 
     def close(self) -> None:
-        """Synchronous close for scripts without an event loop (awaitables are not awaited)."""
+        """Synchronous :meth:`aclose` for scripts and tests without a running event loop.
+
+        Awaitables returned by ``botrace_shutdown`` are run to completion on a
+        private loop; called from inside a running loop, use :meth:`aclose`.
+        """
         self._dispatcher.stop()
         self._started = False
-        call_isolated(self.pm, "botrace_shutdown", self._dispatcher.faults, tracer=self)
+        pending = [r for r in call_isolated(self.pm, "botrace_shutdown", self._dispatcher.faults,
+                                            tracer=self) if inspect.isawaitable(r)]
+        if pending:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                asyncio.run(_await_all(pending, self._dispatcher.faults))
+            else:
+                for awaitable in pending:
+                    if inspect.iscoroutine(awaitable):
+                        awaitable.close()
+                self._dispatcher.faults("close_in_loop", "botrace: Tracer.close() called inside "
+                                        "a running loop; use 'await tracer.aclose()' to shut sinks down")
         uninstall(self)
 
     def health(self) -> dict[str, Any]:
@@ -264,6 +295,21 @@ class _PluginManager(pluggy.PluginManager):
             return super().register(plugin, name)
         finally:
             self.generation += 1
+
+    def register_exporters(self) -> list[Any]:
+        """Register the exporters the settings turn on (log file, OTLP, Zipkin); returns them.
+
+        Call it after the settings are loaded (``Tracer.from_host``) and before
+        :meth:`start`. Exporters already registered under the same name are kept.
+        """
+        from botrace.sinks import exporters_from_settings
+
+        added = []
+        for name, sink in exporters_from_settings(self._settings):
+            if self.pm.get_plugin(name) is None:
+                self.register(sink, name=name)
+                added.append(sink)
+        return added
 
     def unregister(self, plugin: Any = None, name: str | None = None) -> Any:
         try:
@@ -325,6 +371,14 @@ class _HookRelay:
 
     def __dir__(self) -> list[str]:
         return dir(self._pm.hook)
+
+
+async def _await_all(awaitables: list[Any], faults: Any) -> None:
+    for awaitable in awaitables:
+        try:
+            await awaitable
+        except Exception:
+            faults("shutdown", "botrace: a sink failed to shut down", exc_info=True)
 
 
 class _CoreSpans:

@@ -63,3 +63,17 @@ def test_write_errors_are_counted_and_the_host_unaffected(tmp_path):
     assert exporter.write_errors > 0 and exporter.last_error
     assert tracer.health()["sink_errors"]["log"] > 0
     tracer.close()
+
+
+def test_settings_turn_the_exporters_on(tmp_path):
+    path = tmp_path / "from_settings.jsonl"
+    tracer = Tracer({"trace_enable": True, "trace_log_enable": True, "trace_log_path": str(path),
+                     "trace_zipkin_endpoint": "http://127.0.0.1:9/api/v2/spans"},
+                    load_entrypoints=False)
+    added = tracer.register_exporters()
+    assert sorted(type(s).__name__ for s in added) == ["LogExporter", "ZipkinExporter"]
+    assert tracer.register_exporters() == []  # once
+    run_trace(tracer)
+    tracer.flush()
+    assert path.read_text().count('"type": "trace"') == 1
+    tracer.close()

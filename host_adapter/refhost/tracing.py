@@ -88,6 +88,7 @@ async def connect(host: RefHost, *sinks: Any, tracer: Tracer | None = None,
         tracer.reload_settings()
     for sink in sinks:
         tracer.register(sink)
+    tracer.register_exporters()  # trace_log_enable, trace_otlp_endpoint, trace_zipkin_endpoint
     adapter.attribution = PluginAttribution(tracer)
     host.add_plugin_listener(adapter)
     adapter.follow_config(tracer)
