@@ -296,21 +296,6 @@ class _PluginManager(pluggy.PluginManager):
         finally:
             self.generation += 1
 
-    def register_exporters(self) -> list[Any]:
-        """Register the exporters the settings turn on (log file, OTLP, Zipkin); returns them.
-
-        Call it after the settings are loaded (``Tracer.from_host``) and before
-        :meth:`start`. Exporters already registered under the same name are kept.
-        """
-        from botrace.sinks import exporters_from_settings
-
-        added = []
-        for name, sink in exporters_from_settings(self._settings):
-            if self.pm.get_plugin(name) is None:
-                self.register(sink, name=name)
-                added.append(sink)
-        return added
-
     def unregister(self, plugin: Any = None, name: str | None = None) -> Any:
         try:
             return super().unregister(plugin, name)
