@@ -132,7 +132,7 @@ async def bench_list(host: Host, browser, n: int) -> None:
         await asyncio.sleep(0.2)
     health = host.store.health()
     print(f"stored {last} of {n} synthetic traces in {time.perf_counter() - t0:.1f} s "
-          f"(store dropped {health.get('dropped')}, write errors {health.get('write_errors')})")
+          f"(store accepted {health.get('accepted')}, written {health.get('written')}, dropped {health.get('dropped')}, pruned {health.get('pruned_traces')}, write errors {health.get('write_errors')})")
     page = await browser.new_page(viewport={"width": 1400, "height": 900})
     await page.goto(host.url)
     t0 = time.perf_counter()

@@ -46,6 +46,8 @@ class Host:
         self.url = ""
         #: the trace id of every chat message (None when tracing was off)
         self.trace_ids: list[str | None] = []
+        #: when set, a message waits here after its first LLM call (a test holds a trace open)
+        self.gate: asyncio.Event | None = None
 
     async def open(self) -> Host:
         """Store and tracer running, no server (for ``aiohttp_client``)."""
@@ -93,6 +95,8 @@ class Host:
                         await asyncio.sleep(step)
                         llm.set_usage(input_tokens=120, output_tokens=18)
                         llm.set_output(tool_calls=[{"name": "get_weather", "arguments": {"city": "Paris"}}])
+                    if self.gate is not None:
+                        await self.gate.wait()
                     try:
                         with self.tracer.span("get_weather", "tool_call", plugin=WEATHER) as tool:
                             tool.set_meta(tool_name="get_weather")

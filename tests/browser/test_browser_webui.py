@@ -39,13 +39,14 @@ async def send_chat(page, text):
 
 
 async def test_browser_chat_message_appears_live_with_the_right_tree(host, page):
-    host.step_s = 0.2
+    host.gate = asyncio.Event()
     await open_list(page, host)
     await page.evaluate("window.__sameDocument = true")
     await send_chat(page, "what's the weather in Paris?")
     # the row arrives over the live stream while the message is still being handled
     running = page.locator('table.traces tbody tr[data-status="running"]', has_text="weather in Paris")
     await running.wait_for(timeout=5000)
+    host.gate.set()
     row = page.locator("table.traces tbody tr", has_text="weather in Paris")
     await expect(row).to_have_attribute("data-status", "ok", timeout=10000)
     await expect(page.locator(".bubble.bot").last).to_contain_text("It will be sunny")
@@ -88,14 +89,14 @@ async def test_browser_error_span_shows_its_traceback(host, page):
 
 
 async def test_browser_running_trace_grows_span_by_span(host, page):
-    host.step_s = 0.35
+    host.gate = asyncio.Event()  # the message stops after its first LLM call until released
     await open_list(page, host)
     await send_chat(page, "slow one")
     running = page.locator('table.traces tbody tr[data-status="running"]', has_text="slow one")
     await running.locator("a.row-link").click()
-    await page.locator(".span-row").first.wait_for()
-    first_count = await page.locator(".span-row").count()
-    assert 1 <= first_count < 8
+    await expect(page.locator(".span-row")).to_have_count(5)  # message … first llm call
+    await expect(page.locator(".tree-status")).to_contain_text("running")
+    host.gate.set()
     await expect(page.locator(".span-row")).to_have_count(8, timeout=10000)
     await expect(page.locator(".trace-title .status")).to_contain_text("ok", timeout=10000)
     assert await tree_rows(page) == [list(r) for r in TREE]
