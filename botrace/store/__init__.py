@@ -134,6 +134,7 @@ class TraceStore:
         block_timeout: float = 0.2,
         busy_timeout_ms: int = 2_000,
         readers: int = 2,
+        max_backoff: float = 5.0,
     ) -> None:
         if settings is None:
             from botrace.config import Settings
@@ -146,12 +147,16 @@ class TraceStore:
         self.max_mb = int(getattr(settings, "trace_db_max_mb", 0) or 0)
         self.prices = PriceTable(getattr(settings, "trace_price_table", None) or {})
         self.queue_max = queue_max
+        # trace rows and their tags may use a reserve above queue_max, so that a
+        # trace is not lost for want of room its spans took
+        self._hard_max = queue_max + queue_max // 4
         self.flush_interval = flush_interval
         self.prune_interval = prune_interval
         self.prune_batch = prune_batch
         self.block_timeout = block_timeout
         self.busy_timeout_ms = busy_timeout_ms
         self._n_readers = max(1, readers)
+        self.max_backoff = max_backoff
 
         # shared between the dispatcher thread and the writer (guarded by _cond)
         self._cond = threading.Condition()
@@ -179,6 +184,9 @@ class TraceStore:
         self._next_prune = 0.0
         self._last_log = 0.0
         self._schema_version = 0
+        self._writing = False
+        self._settled_upto = 0
+        self._wlock = asyncio.Lock()
 
         self.accepted = 0
         self.written = 0
@@ -269,8 +277,12 @@ class TraceStore:
         acc = self._acc[trace.trace_id] = _TraceAcc()
         row = self._trace_row(trace, trace.attributes, "running", None, acc)
         with self._cond:
+            if self._pending >= self._hard_max:
+                self.dropped += 1
+                self._note_error_locked("store queue full; trace dropped", None)
+                return
             self._running_traces[trace.trace_id] = row
-            self._put_locked(self._p_traces, trace.trace_id, row, force=True)
+            self._put_locked(self._p_traces, trace.trace_id, row)
 
     @hookimpl
     def botrace_span_started(self, span: Any) -> None:
@@ -323,7 +335,11 @@ class TraceStore:
         tags += [(tid, "tool", v, start) for v in acc.tools]
         with self._cond:
             self._running_traces.pop(tid, None)
-            self._put_locked(self._p_traces, tid, row, force=True)
+            if self._pending + len(tags) >= self._hard_max:
+                self.dropped += 1
+                self._note_error_locked("store queue full; trace dropped", None)
+                return
+            self._put_locked(self._p_traces, tid, row)
             self._p_tags.extend(tags)
             self._pending += len(tags)
 
@@ -433,7 +449,7 @@ class TraceStore:
                     return
             self._put_locked(table, key, row)
 
-    def _put_locked(self, table: dict, key: str, row: tuple, force: bool = False) -> None:
+    def _put_locked(self, table: dict, key: str, row: tuple) -> None:
         if key not in table:
             self._pending += 1
         table[key] = row
@@ -467,11 +483,11 @@ class TraceStore:
             spans.update(self._p_spans)
             traces.update(self._p_traces)
             tags.extend(self._p_tags)
-            over = len(spans) + len(traces) + len(tags) - self.queue_max
+            over = len(spans) + len(traces) + len(tags) - self._hard_max
             if over > 0:  # the fault lasts: keep the bound, count what is lost
                 for key in list(spans)[:over]:
                     del spans[key]
-                self.dropped += over
+                    self.dropped += 1
             self._p_spans, self._p_traces, self._p_tags = spans, traces, tags
             self._pending = len(spans) + len(traces) + len(tags)
 
@@ -479,38 +495,43 @@ class TraceStore:
         backoff = 0.0
         while True:
             if backoff:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), backoff)
-                except TimeoutError:
-                    pass
-            else:
+                # a fault: wait it out (new rows do not shorten the wait), unless closing
+                end = time.monotonic() + backoff
+                while not self._closing and time.monotonic() < end:
+                    await asyncio.sleep(min(0.05, backoff))
+            elif not self._prune_due:
                 timeout = None if self._closing else max(0.0, self._next_prune - time.monotonic())
-                if not self._prune_due:
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), timeout)
-                    except TimeoutError:
-                        self._prune_due = True
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                except TimeoutError:
+                    self._prune_due = True
             self._wake.clear()
             if not self._closing and self.flush_interval and self._pending < 10_000:
                 await asyncio.sleep(self.flush_interval)  # let a batch gather
-            batch = self._take()
+            with self._cond:
+                upto = self.accepted
+                batch = self._take()
+                self._writing = True
             ok = True
-            if any(batch):
-                ok = await self._write_batch(*batch)
-                if not ok:
-                    self._give_back(*batch)
+            try:
+                if any(batch):
+                    ok = await self._write_batch(*batch)
+                    if not ok:
+                        self._give_back(*batch)
+            finally:
+                self._writing = False
+            if ok:
+                self._settled_upto = upto
             if ok and self._prune_due and not self._closing:
                 n = await self._guard(self._prune_step(), "prune")
                 if n is None or n < self.prune_batch:
                     self._prune_due = False
                     self._next_prune = time.monotonic() + self.prune_interval
-                else:
-                    self._wake.set()  # more to prune, after the next batch of writes
-            backoff = 0.0 if ok else min(5.0, max(0.1, backoff * 2))
+            backoff = 0.0 if ok else min(self.max_backoff, max(0.05, backoff * 2))
             if self._closing:
                 if ok and not self._pending:
                     return
-                if not ok and backoff >= 5.0:
+                if not ok and backoff >= self.max_backoff:
                     # the fault did not clear while closing: count what is lost
                     with self._cond:
                         self.dropped += self._pending
@@ -519,23 +540,24 @@ class TraceStore:
 
     async def _write_batch(self, spans: dict, traces: dict, tags: list) -> bool:
         try:
-            await self._check_file()
-            conn = self._wconn
-            await conn.execute("BEGIN IMMEDIATE")
-            try:
-                if traces:
-                    await conn.executemany(_INSERT_TRACE, list(traces.values()))
-                if spans:
-                    await conn.executemany(_INSERT_SPAN, list(spans.values()))
-                if tags:
-                    await conn.executemany(_INSERT_TAG, tags)
-                await conn.commit()
-            except BaseException:
+            async with self._wlock:
+                await self._check_file()
+                conn = self._wconn
+                await conn.execute("BEGIN IMMEDIATE")
                 try:
-                    await conn.rollback()
-                except Exception:
-                    pass
-                raise
+                    if traces:
+                        await conn.executemany(_INSERT_TRACE, list(traces.values()))
+                    if spans:
+                        await conn.executemany(_INSERT_SPAN, list(spans.values()))
+                    if tags:
+                        await conn.executemany(_INSERT_TAG, tags)
+                    await conn.commit()
+                except BaseException:
+                    try:
+                        await conn.rollback()
+                    except Exception:
+                        pass
+                    raise
         except (sqlite3.Error, OSError, ValueError) as exc:
             self.write_errors += 1
             self._note_error("write failed", exc)
@@ -582,20 +604,21 @@ class TraceStore:
         return len(ids)
 
     async def _delete_traces(self, ids: list[str]) -> None:
-        conn = self._wconn
-        marks = ",".join("?" * len(ids))
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
-            await conn.execute(f"DELETE FROM spans WHERE trace_id IN ({marks})", ids)
-            await conn.execute(f"DELETE FROM trace_tags WHERE trace_id IN ({marks})", ids)
-            await conn.execute(f"DELETE FROM traces WHERE trace_id IN ({marks})", ids)
-            await conn.commit()
-        except BaseException:
-            await conn.rollback()
-            raise
-        self.pruned_traces += len(ids)
-        # give freed pages back to the file system a bounded amount at a time
-        await conn.execute("PRAGMA incremental_vacuum(2000)")
+        marks = ",".join("?" * len(ids))  # placeholders only; the ids are bound
+        async with self._wlock:
+            conn = self._wconn
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                await conn.execute(f"DELETE FROM spans WHERE trace_id IN ({marks})", ids)
+                await conn.execute(f"DELETE FROM trace_tags WHERE trace_id IN ({marks})", ids)
+                await conn.execute(f"DELETE FROM traces WHERE trace_id IN ({marks})", ids)
+                await conn.commit()
+            except BaseException:
+                await conn.rollback()
+                raise
+            self.pruned_traces += len(ids)
+            # give freed pages back to the file system a bounded amount at a time
+            await conn.execute("PRAGMA incremental_vacuum(2000)")
 
     async def _used_bytes(self) -> int:
         conn = self._wconn
@@ -623,24 +646,24 @@ class TraceStore:
             if n < self.prune_batch:
                 return total
 
-    async def flush(self) -> None:
-        """Wait until every row accepted so far is written (or counted as lost)."""
-        if self._writer_task is None:
-            return
-        while self._pending and not self._writer_task.done():
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every row accepted so far is written; False if ``timeout`` ran out
+        first (a fault is holding the writer back)."""
+        task = self._writer_task
+        if task is None:
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        target = self.accepted
+        while not task.done():
+            with self._cond:
+                settled = not self._pending
+            if settled and not self._writing and self._settled_upto >= target:
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
             self._wake.set()
             await asyncio.sleep(0.005)
-        # the batch the writer may hold right now
-        while self._writer_task is not None and not self._writer_task.done():
-            with self._cond:
-                idle = not self._pending
-            if idle and not self._wake.is_set():
-                await asyncio.sleep(0)
-                probe = self._wconn
-                if probe is not None:
-                    await probe.execute("SELECT 1")  # queued behind the writer's statements
-                return
-            await asyncio.sleep(0.005)
+        return not self._pending
 
     # ------------------------------------------------------------------ faults
 

@@ -1,0 +1,171 @@
+"""Store faults: the host keeps going, losses are counted, the store recovers."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from botrace import Tracer
+from botrace.store import TraceStore
+from botrace.store.synthetic import feed, synthetic_traces
+
+
+def count(path: Path, sql: str) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(sql).fetchone()[0]
+    finally:
+        conn.close()
+
+
+async def wait_for(predicate, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not predicate():
+        if loop.time() > end:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.02)
+
+
+def feed_all(store: TraceStore, traces) -> None:
+    for trace in traces:
+        feed(store, trace)
+
+
+async def test_disk_full_counts_losses_and_recovers_when_space_returns(tmp_path: Path) -> None:
+    db = tmp_path / "full.db"
+    store = TraceStore(db, queue_max=3_000, block_timeout=0.0, max_backoff=0.1,
+                       flush_interval=0.0)
+    store.retention_days = 0
+    await store.open()
+    feed_all(store, synthetic_traces(5, seed=1))
+    assert await store.flush(timeout=10)
+    conn = store._wconn
+    async with conn.execute("PRAGMA page_count") as cur:
+        pages = (await cur.fetchone())[0]
+    await conn.execute(f"PRAGMA max_page_count = {pages + 2}")  # the "disk" is now full
+
+    # the dispatcher thread keeps handing rows over without waiting on the disk
+    await asyncio.to_thread(feed_all, store, list(synthetic_traces(400, seed=2)))
+    await wait_for(lambda: store.write_errors > 0)
+    health = store.health()
+    assert health["state"] == "degraded"
+    assert "full" in health["last_error"]
+    assert health["dropped"] > 0  # more than the queue holds arrived during the fault
+    assert health["queue_depth"] <= store.queue_max * 1.25
+
+    await conn.execute("PRAGMA max_page_count = 1073741823")  # space is back
+    assert await store.flush(timeout=20)
+    written_traces = count(db, "SELECT count(*) FROM traces")
+    assert written_traces > 5
+    # nothing accepted-but-unwritten is left, and every loss is in the counters
+    assert store.health()["queue_depth"] == 0
+    feed_all(store, synthetic_traces(3, seed=3))
+    assert await store.flush(timeout=10)
+    assert count(db, "SELECT count(*) FROM traces") == written_traces + 3
+    await store.close()
+
+
+LOCKER = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=10)
+conn.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.readline()
+conn.execute("COMMIT")
+"""
+
+
+async def test_database_locked_by_another_process_delays_writes_without_loss(tmp_path: Path) -> None:
+    db = tmp_path / "locked.db"
+    store = TraceStore(db, busy_timeout_ms=50, max_backoff=0.1, flush_interval=0.0)
+    await store.open()
+    locker = subprocess.Popen([sys.executable, "-c", LOCKER, str(db)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert locker.stdout.readline().strip() == "locked"
+        traces = list(synthetic_traces(50))
+        await asyncio.to_thread(feed_all, store, traces)
+        await wait_for(lambda: store.write_errors > 0)
+        assert "locked" in store.health()["last_error"]
+        assert not await store.flush(timeout=0.2)  # held back, not lost
+    finally:
+        locker.stdin.write("\n")
+        locker.stdin.flush()
+        locker.wait(timeout=10)
+    assert await store.flush(timeout=10)
+    assert count(db, "SELECT count(*) FROM traces") == 50
+    assert count(db, "SELECT count(*) FROM spans") == 50 * 20
+    assert store.dropped == 0
+    await store.close()
+
+
+async def test_database_deleted_while_running_is_recreated(tmp_path: Path) -> None:
+    db = tmp_path / "gone.db"
+    store = TraceStore(db, flush_interval=0.0)
+    await store.open()
+    feed_all(store, synthetic_traces(10, seed=1))
+    assert await store.flush(timeout=10)
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+
+    later = list(synthetic_traces(7, seed=2))
+    feed_all(store, later)
+    assert await store.flush(timeout=10)
+    assert db.exists()
+    assert store.health()["reopened"] == 1
+    assert "recreating" in store.health()["last_error"]
+    page = await store.list_traces()  # the readers follow the new file
+    assert {t["trace_id"] for t in page["traces"]} == {t.trace_id for t in later}
+    await store.close()
+    assert count(db, "SELECT count(*) FROM spans") == 7 * 20
+
+
+async def test_host_keeps_tracing_while_the_store_cannot_write(tmp_path: Path) -> None:
+    db = tmp_path / "host.db"
+    tracer = Tracer({"trace_enable": True}, load_entrypoints=False)
+    store = TraceStore(db, tracer.settings, max_backoff=0.1, flush_interval=0.0)
+    tracer.register(store, name="store")
+    await tracer.start()
+    conn = store._wconn
+    async with conn.execute("PRAGMA page_count") as cur:
+        pages = (await cur.fetchone())[0]
+    await conn.execute(f"PRAGMA max_page_count = {pages}")
+    for i in range(50):  # the host's messages, each a small tree
+        with tracer.start_trace("message", {"user_id": f"u{i}"}):
+            with tracer.span("Process", "pipeline_stage"):
+                with tracer.span("llm", "llm_call") as llm:
+                    llm.set_usage(input_tokens=10, output_tokens=2)
+        await asyncio.sleep(0)
+    assert await tracer.aflush()
+    await wait_for(lambda: store.write_errors > 0)
+    health = tracer.health()
+    assert health["sink_errors"] == {}  # nothing reached the dispatcher as an exception
+    await conn.execute("PRAGMA max_page_count = 1073741823")
+    assert await store.flush(timeout=20)
+    assert count(db, "SELECT count(*) FROM traces") == 50
+    assert count(db, "SELECT count(*) FROM spans") == 150
+    await tracer.aclose()
+
+
+@pytest.mark.parametrize("started", [False, True])
+async def test_a_full_queue_applies_backpressure_then_counts_drops(tmp_path: Path, started) -> None:
+    db = tmp_path / "queue.db"
+    store = TraceStore(db, queue_max=500, block_timeout=0.01, max_backoff=0.1)
+    await store.open()
+    conn = store._wconn
+    await conn.execute("PRAGMA max_page_count = 1")  # nothing can be written
+    traces = list(synthetic_traces(100, spans=20))
+    await asyncio.to_thread(lambda: [feed(store, t, started=started) for t in traces])
+    health = store.health()
+    assert health["dropped"] > 0
+    assert health["queue_depth"] <= 500 * 1.25
+    await conn.execute("PRAGMA max_page_count = 1073741823")
+    assert await store.flush(timeout=20)
+    await store.close()
+    assert store.accepted >= store.written
