@@ -630,11 +630,12 @@ class TraceStore:
             size = (await cur.fetchone())[0]
         return (pages - free) * size
 
-    async def prune(self, retention_days: int | None = None, max_mb: int | None = None) -> int:
+    async def prune(self, retention_days: int | None = None, max_mb: int | None = None,
+                    progress: Any = None) -> int:
         """Prune now until nothing is due (``botrace prune``). Returns traces deleted.
 
-        Runs batch by batch; do not call it while the writer task is busy
-        with a big backlog if you care about latency (the CLI runs it alone).
+        Whole traces, oldest first, ``prune_batch`` per transaction, so writes
+        interleave; ``progress(deleted_so_far)`` is called after each batch.
         """
         if self.read_only or self._wconn is None:
             raise StoreError("the store is not open for writing")
@@ -643,8 +644,24 @@ class TraceStore:
         while True:
             n = await self._prune_step(retention_days, max_mb)
             total += n
+            if progress is not None and n:
+                progress(total)
             if n < self.prune_batch:
                 return total
+
+    async def count_prunable(self, retention_days: int | None = None) -> int:
+        """How many traces are older than the retention (for ``prune --dry-run``)."""
+        days = self.retention_days if retention_days is None else retention_days
+        if days <= 0:
+            return 0
+        cutoff = time.time_ns() - days * 86_400 * 1_000_000_000
+        async with self._reader().execute(
+                "SELECT count(*) FROM traces WHERE start_ns < ?", (cutoff,)) as cur:
+            return (await cur.fetchone())[0]
+
+    async def count_traces(self, since_ns: int | None = None, until_ns: int | None = None) -> int:
+        """Traces started in ``[since_ns, until_ns)``."""
+        return await _query.count_traces(self._reader(), since_ns, until_ns)
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Wait until every row accepted so far is written; False if ``timeout`` ran out
