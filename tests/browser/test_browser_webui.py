@@ -279,3 +279,25 @@ async def test_browser_a_stream_that_goes_silent_is_noticed_and_resumed(tmp_path
         assert page.problems == []
     finally:
         await host.stop()
+
+
+async def test_browser_list_is_keyboard_navigable(host, page):
+    for text in ("first message", "second message"):
+        await host.chat(text, "u1", "s1")
+    await wait_for_trace(host.store, host.trace_ids[-1], host.tracer)
+    await open_list(page, host)
+    await expect(page.locator("table.traces tbody tr")).to_have_count(2)
+    await page.keyboard.press("/")
+    assert await page.evaluate("document.activeElement.id") == "f-q"
+    await page.keyboard.press("Escape")
+    await page.locator("a.row-link").first.focus()
+    await page.keyboard.press("ArrowDown")
+    assert await page.evaluate("document.activeElement.textContent") == "first message"
+    await page.keyboard.press("Enter")
+    await expect(page.locator("h1.outline")).to_have_text("first message")
+    await expect(page.locator(".tree-scroll")).to_be_focused()
+    await page.keyboard.press("End")
+    await expect(page.locator(".detail-title")).to_have_text("RespondStage")
+    await page.go_back()
+    await expect(page.locator("table.traces tbody tr")).to_have_count(2)
+    assert page.problems == []

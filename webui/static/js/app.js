@@ -57,7 +57,8 @@ export function navigate(url, { replace = false } = {}) {
   if (replace) history.replaceState(null, "", url);
   else history.pushState(null, "", url);
   render();
-  if (!replace) main.focus({ preventScroll: true });
+  // move focus into the new view for keyboard and screen-reader users, unless the view took it
+  if (!replace && !main.contains(document.activeElement)) main.focus({ preventScroll: true });
 }
 
 document.addEventListener("click", (ev) => {

@@ -211,7 +211,7 @@ export function traceView(root, ctx) {
     const indent = h("span", { class: "indent" });
     indent.style.width = `${node.depth * 16}px`;
     const caret = hasKids
-      ? h("button", { type: "button", class: `caret${isCollapsed ? " closed" : ""}`, tabindex: "-1", "aria-label": isCollapsed ? "Expand" : "Collapse" }, icon("chevron", "icon icon-sm"))
+      ? h("button", { type: "button", class: `caret${isCollapsed ? " closed" : ""}`, tabindex: "-1", "aria-hidden": "true", title: isCollapsed ? "Expand" : "Collapse" }, icon("chevron", "icon icon-sm"))
       : h("span", { class: "caret-space" });
     caret.addEventListener("click", (ev) => {
       ev.stopPropagation();
