@@ -13,9 +13,9 @@ from webui.api import API_PREFIX
 from webui.livehub import LiveHub
 
 try:
-    from browser.harness import Host
+    from browser.harness import Host, wait_for_trace
 except ImportError:  # pragma: no cover
-    from tests.browser.harness import Host
+    from tests.browser.harness import Host, wait_for_trace
 
 STREAM = f"{API_PREFIX}/stream"
 
@@ -162,15 +162,32 @@ async def test_resume_from_an_unknown_id_says_gap_so_the_page_reloads(client):
     assert hello["resume"] == "gap" and hello["replayed"] == 0
 
 
-async def test_read_only_viewer_streams_heartbeats_only(host, aiohttp_client):
+async def test_read_only_viewer_streams_what_another_writer_stores(host, aiohttp_client):
     from webui import create_app
 
-    app = create_app(tracer=None, store=host.store)
+    await host.chat("already there", "u1", "s1")  # before the viewer looked: not news
+    await wait_for_trace(host.store, host.trace_ids[-1], host.tracer)
+    app = create_app(tracer=None, store=host.store, poll_interval_s=0.05)
     app[keys.HUB].heartbeat_s = 0.05
     client = await aiohttp_client(app)
     resp = await client.get(STREAM)
     events = await read_events(resp, _kind("heartbeat"))
-    assert events[0]["event"] == "hello" and events[0]["json"]["live"] is False
+    assert events[0]["event"] == "hello" and events[0]["json"]["source"] == "store"
+    await host.chat("written by the host", "u1", "s1")
+    events = await read_events(resp, _kind("trace_finished"))
+    outlines = [(e["event"], e["json"]["outline"]) for e in events if e["event"].startswith("trace")]
+    assert outlines[-1] == ("trace_finished", "written by the host")
+    assert ("trace_finished", "already there") not in outlines
+
+
+async def test_viewer_without_store_or_tracer_streams_heartbeats_only(aiohttp_client):
+    from webui import create_app
+
+    app = create_app()
+    app[keys.HUB].heartbeat_s = 0.05
+    client = await aiohttp_client(app)
+    events = await read_events(await client.get(STREAM), _kind("heartbeat"))
+    assert events[0]["json"]["live"] is False
 
 
 async def test_closing_the_app_ends_open_streams(host, aiohttp_client):

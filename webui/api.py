@@ -312,7 +312,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
         "replayed": len(replay or ()),
         "heartbeat_s": hub.heartbeat_s,
         "queue_size": sub.maxsize,
-        "live": request.app[keys.TRACER] is not None,
+        # without a tracer the hub still carries what the store poller finds
+        "live": request.app[keys.TRACER] is not None or request.app[keys.STORE] is not None,
+        "source": "tracer" if request.app[keys.TRACER] is not None else "store",
     }
     hello_id = hub.event_id(hub.last_seq)
     resp = web.StreamResponse(headers={

@@ -16,6 +16,7 @@ from aiohttp import web
 from webui import keys
 from webui.api import setup_api
 from webui.livehub import LiveHub
+from webui.poller import StorePoller
 from webui.security import (
     COOKIE,
     add_security_headers,
@@ -58,7 +59,7 @@ def _version() -> str:
 def create_app(tracer: Any = None, store: Any = None, chat: keys.ChatFn | None = None, *,
                hub: LiveHub | None = None, token: str | None = None,
                cors_origins: Iterable[str] = (), title: str = "botrace",
-               service_name: str | None = None) -> web.Application:
+               service_name: str | None = None, poll_interval_s: float = 2.0) -> web.Application:
     """The Trace tab as an aiohttp application, to mount or to run on its own.
 
     - ``tracer``: the host's running :class:`botrace.tracer.Tracer`. ``None``
@@ -71,6 +72,8 @@ def create_app(tracer: Any = None, store: Any = None, chat: keys.ChatFn | None =
     - ``token``: require ``Authorization: Bearer <token>`` or a login. Leave it
       None when mounting in a host that has its own auth (its middlewares run first).
     - ``cors_origins``: origins allowed to call the API from another site (none by default).
+    - ``poll_interval_s``: without a tracer, how often to read the store for traces
+      another process wrote, to show them live (0: never).
 
     Mount it with ``host_app.add_subapp("/trace", create_app(tracer, store))``.
     """
@@ -101,12 +104,21 @@ def create_app(tracer: Any = None, store: Any = None, chat: keys.ChatFn | None =
                           append_version=False)
     app.on_response_prepare.append(add_security_headers)
 
+    poller: StorePoller | None = None
+
     async def on_startup(app: web.Application) -> None:
+        nonlocal poller
         app[keys.HUB].bind(asyncio.get_running_loop())
         if tracer is not None and own_hub:
             tracer.register(app[keys.HUB])
+        elif tracer is None and store is not None and poll_interval_s:
+            # read-only viewer: another process writes the store; look for news now and then
+            poller = StorePoller(store, app[keys.HUB], interval_s=poll_interval_s)
+            poller.start()
 
     async def on_shutdown(app: web.Application) -> None:
+        if poller is not None:
+            await poller.stop()
         # end the open SSE streams, or the server waits for them on its way down
         app[keys.HUB].unbind()
 

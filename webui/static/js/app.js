@@ -73,7 +73,7 @@ window.addEventListener("popstate", render);
 
 // -- live indicator ----------------------------------------------------------------
 const liveEl = document.getElementById("live");
-const LIVE_LABEL = { connecting: "connecting", live: "live", reconnecting: "reconnecting…", offline: "offline", static: "no live updates" };
+const LIVE_LABEL = { connecting: "connecting", live: "live", reconnecting: "reconnecting…", offline: "offline", static: "no live updates", polled: "live (from the database)" };
 live.on("state", (state) => {
   liveEl.dataset.state = state;
   liveEl.querySelector(".live-label").textContent = LIVE_LABEL[state] || state;

@@ -79,7 +79,8 @@ export class LiveStream {
         this.armWatchdog();
       }
       this.backoff = 1000;
-      this.setState(hello.live ? "live" : "static");
+      this.source = hello.source;
+      this.setState(this.liveState(hello.live));
       if (hello.resume === "gap") this.emit("resync", { reason: "reconnected after a gap" });
     });
     src.addEventListener("heartbeat", (ev) => this.touch(ev));
@@ -110,7 +111,12 @@ export class LiveStream {
   touch(ev) {
     this.lastMessageAt = Date.now();
     if (ev.lastEventId) this.lastEventId = ev.lastEventId;
-    if (this.state === "reconnecting" || this.state === "offline") this.setState("live");
+    if (this.state === "reconnecting" || this.state === "offline") this.setState(this.liveState(true));
+  }
+
+  liveState(live) {
+    if (!live) return "static";
+    return this.source === "store" ? "polled" : "live";
   }
 
   reconnect(delay) {
