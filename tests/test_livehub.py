@@ -125,3 +125,22 @@ async def test_registered_on_a_tracer_it_streams_a_whole_trace():
     assert tool["plugin"]["name"] == "weather"
     assert events[4].umo == "u:1" and events[4].plugins == {"weather"}
     assert json.loads(events[-1].data)["outline"] == "hi"
+
+
+async def test_nobody_watching_costs_nothing_and_a_later_resume_is_a_gap():
+    hub = LiveHub(idle_keep_s=0.0)
+    hub.bind(asyncio.get_running_loop())
+    sub = hub.subscribe()
+    _publish_from_thread(hub, 5)
+    await _settle()
+    last_id = hub.event_id((await sub.next(timeout=0))[-1].seq)
+    sub.close()  # the page goes away; nobody watches
+    _publish_from_thread(hub, 100, start=5)
+    assert hub.skipped_idle == 100 and hub.last_seq == 5  # not even serialised
+    again = hub.subscribe()
+    assert hub.replay_since(last_id, again) is None  # they happened: reload, do not trust the replay
+    _publish_from_thread(hub, 3, start=105)
+    await _settle()
+    assert [json.loads(e.data)["i"] for e in await again.next(timeout=0)] == [105, 106, 107]
+    assert hub.replay_since(last_id, again) is None  # still a gap once the hole is numbered
+    assert hub.replay_since(hub.event_id(hub.last_seq - 1), again) is not None

@@ -109,7 +109,7 @@ class Subscription:
         if not self.closed:
             self.closed = True
             self._wake.set()
-            self._hub._subscribers.discard(self)
+            self._hub._unsubscribe(self)
 
     def __enter__(self) -> Subscription:
         return self
@@ -127,10 +127,16 @@ class LiveHub:
     """
 
     def __init__(self, *, replay_size: int = 2000, queue_size: int = 1000,
-                 heartbeat_s: float = 15.0) -> None:
+                 heartbeat_s: float = 15.0, idle_keep_s: float = 60.0) -> None:
         self.replay_size = replay_size
         self.queue_size = queue_size
         self.heartbeat_s = heartbeat_s
+        #: with nobody subscribed for this long, events are not even serialised
+        self.idle_keep_s = idle_keep_s
+        self._idle_since: float | None = time.monotonic()
+        self._skipped = False
+        self._hole = 0  # replay cannot reach back past this seq: events were skipped there
+        self.skipped_idle = 0
         #: distinguishes this hub's event ids from an earlier process's
         self.epoch = secrets.token_hex(4)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -160,7 +166,13 @@ class LiveHub:
         """A new subscription (call on the hub's loop); close it when done."""
         sub = Subscription(self, maxsize or self.queue_size, umo, plugin)
         self._subscribers.add(sub)
+        self._idle_since = None
         return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        self._subscribers.discard(sub)
+        if not self._subscribers:
+            self._idle_since = time.monotonic()
 
     def event_id(self, seq: int) -> str:
         return f"{self.epoch}-{seq}"
@@ -175,7 +187,9 @@ class LiveHub:
         if epoch != self.epoch or not seq_text.isdigit():
             return None
         last = int(seq_text)
-        if last > self._seq:
+        with self._lock:
+            hole_pending = self._skipped
+        if hole_pending or last > self._seq or last < self._hole:
             return None
         oldest = self._replay[0].seq if self._replay else self._seq + 1
         if last < oldest - 1:
@@ -196,6 +210,7 @@ class LiveHub:
             "replay_size": self.replay_size,
             "queue_size": self.queue_size,
             "dropped_unbound": self.dropped_unbound,
+            "skipped_idle": self.skipped_idle,
             "lost_by_slow_subscribers": sum(s.lost_total for s in self._subscribers),
         }
 
@@ -211,6 +226,10 @@ class LiveHub:
         with self._lock:
             batch, self._pending = self._pending, []
             self._scheduled = False
+            skipped, self._skipped = self._skipped, False
+        if skipped:  # events nobody was there to see: a resume from before them is a gap
+            self._seq += 1
+            self._hole = self._seq
         self.batches_total += 1
         subscribers = list(self._subscribers)
         for kind, data, trace_id, umo, plugins in batch:
@@ -229,6 +248,14 @@ class LiveHub:
         loop = self._loop
         if loop is None or loop.is_closed():
             self.dropped_unbound += 1
+            return
+        idle_since = self._idle_since
+        if idle_since is not None and time.monotonic() - idle_since > self.idle_keep_s:
+            # nobody has watched for a while: cost the dispatcher nothing, but remember
+            # the hole so that a page resuming from before it reloads instead
+            self.skipped_idle += 1
+            with self._lock:
+                self._skipped = True
             return
         data = json.dumps(payload, default=repr, separators=(",", ":"))
         item = (kind, data, trace_id, umo, frozenset(plugins))
