@@ -245,19 +245,14 @@ class LiveHub:
     def publish(self, kind: str, payload: dict[str, Any], trace_id: str, umo: str | None,
                 plugins: Iterable[str] = ()) -> None:
         """Queue one event from any thread; one loop callback is scheduled per batch."""
+        if not self._wanted():
+            return
         loop = self._loop
-        if loop is None or loop.is_closed():
-            self.dropped_unbound += 1
+        if loop is None:  # unbound since the check
             return
-        idle_since = self._idle_since
-        if idle_since is not None and time.monotonic() - idle_since > self.idle_keep_s:
-            # nobody has watched for a while: cost the dispatcher nothing, but remember
-            # the hole so that a page resuming from before it reloads instead
-            self.skipped_idle += 1
-            with self._lock:
-                self._skipped = True
-            return
-        data = json.dumps(payload, default=repr, separators=(",", ":"))
+        # values were made safe (bounded, acyclic) when recorded: skip the cycle check
+        data = json.dumps(payload, default=repr, separators=(",", ":"), ensure_ascii=False,
+                          check_circular=False)
         item = (kind, data, trace_id, umo, frozenset(plugins))
         with self._lock:
             self._pending.append(item)
@@ -272,8 +267,26 @@ class LiveHub:
                 self.dropped_unbound += len(self._pending)
                 self._pending.clear()
 
+    def _wanted(self) -> bool:
+        """Whether an event is worth making at all (checked before any serialising)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self.dropped_unbound += 1
+            return False
+        idle_since = self._idle_since
+        if idle_since is not None and time.monotonic() - idle_since > self.idle_keep_s:
+            # nobody has watched for a while: cost the dispatcher nothing, but remember
+            # the hole so that a page resuming from before it reloads instead
+            self.skipped_idle += 1
+            with self._lock:
+                self._skipped = True
+            return False
+        return True
+
     @hookimpl
     def botrace_trace_started(self, trace: Any) -> None:
+        if not self._wanted():
+            return
         summary = trace.to_dict()
         self.publish("trace_started", summary, summary["trace_id"], summary.get("umo"))
 
@@ -287,6 +300,8 @@ class LiveHub:
 
     @hookimpl
     def botrace_trace_finished(self, trace: Any) -> None:
+        if not self._wanted():
+            return
         summary = trace.to_dict()
         self.publish("trace_finished", summary, summary["trace_id"], summary.get("umo"),
                      summary.get("plugins") or ())
@@ -296,6 +311,8 @@ class LiveHub:
         return {"name": "live_hub", **self.stats()}
 
     def _publish_span(self, kind: str, span: Any) -> None:
+        if not self._wanted():
+            return
         data = span.to_dict()
         umo = (getattr(span.trace, "attributes", None) or {}).get("umo")
         plugin = data.get("plugin") or {}
