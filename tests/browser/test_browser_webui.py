@@ -301,3 +301,22 @@ async def test_browser_list_is_keyboard_navigable(host, page):
     await page.go_back()
     await expect(page.locator("table.traces tbody tr")).to_have_count(2)
     assert page.problems == []
+
+
+async def test_browser_read_only_viewer_shows_what_the_host_writes(host, page):
+    from webui import create_app, run_server
+
+    runner = await run_server(create_app(tracer=None, store=host.store, poll_interval_s=0.2), "127.0.0.1", 0)
+    try:
+        await page.goto(f"http://127.0.0.1:{runner.addresses[0][1]}/")
+        await expect(page.locator("#live")).to_have_attribute("data-state", "polled")
+        await expect(page.locator("#live")).to_contain_text("from the database")
+        assert await page.locator("#trace-enable").count() == 0
+        await expect(page.locator(".topbar .badge")).to_have_text("read-only")
+        assert await page.locator("#chat-input").count() == 0
+        await host.chat("written by the host process", "u1", "s1")
+        row = page.locator("table.traces tbody tr", has_text="written by the host process")
+        await expect(row).to_have_attribute("data-status", "ok", timeout=10000)
+        assert page.problems == []
+    finally:
+        await runner.cleanup()

@@ -19,6 +19,10 @@ const VIEWS = {
   stats: statsView,
 };
 const NAV_OF = { trace: "index", conversation: "sessions", user: "users" };
+const TITLES = {
+  index: "Traces", trace: "Trace", sessions: "Conversations", conversation: "Conversation",
+  users: "Users", user: "User", stats: "Stats",
+};
 
 let current = null;
 
@@ -42,6 +46,7 @@ function render() {
     else a.removeAttribute("aria-current");
   }
   document.body.dataset.view = r.view;
+  document.title = `${TITLES[r.view] || "Trace"} · ${document.body.dataset.title || "botrace"}`;
   const view = VIEWS[r.view];
   if (!view) {
     const p = document.createElement("p");

@@ -79,7 +79,7 @@ export class LiveStream {
         this.armWatchdog();
       }
       this.backoff = 1000;
-      this.source = hello.source;
+      this.feed = hello.source;
       this.setState(this.liveState(hello.live));
       if (hello.resume === "gap") this.emit("resync", { reason: "reconnected after a gap" });
     });
@@ -116,7 +116,7 @@ export class LiveStream {
 
   liveState(live) {
     if (!live) return "static";
-    return this.source === "store" ? "polled" : "live";
+    return this.feed === "store" ? "polled" : "live";
   }
 
   reconnect(delay) {

@@ -6,14 +6,14 @@ import { fmtCost, fmtMs, fmtNum, fmtPct, pluginHue } from "./format.js";
 import { emptyState, notice, pluginChip } from "./widgets.js";
 
 const GROUPS = [["stage", "Stages"], ["plugin", "Plugins"], ["tool", "Tools"], ["model", "Models"], ["span_type", "Span types"]];
-const WINDOWS = [["1h", "Last hour"], ["24h", "Last 24 h"], ["7d", "Last 7 days"], ["", "All time"]];
+const WINDOWS = [["1h", "Last hour"], ["24h", "Last 24 h"], ["7d", "Last 7 days"], ["all", "All time"]];
 // where a click on a group leads: the trace list filtered by it
 const LIST_FILTER = { plugin: "plugin", tool: "tool", model: "model", span_type: "span_type" };
 
 export function statsView(root, ctx) {
   const state = {
     group_by: ctx.params.get("group_by") || "stage",
-    since: ctx.params.has("since") ? ctx.params.get("since") : "24h",
+    since: WINDOWS.some(([v]) => v === ctx.params.get("since")) ? ctx.params.get("since") : "24h",
   };
   const tabs = h("div", { class: "segmented", role: "tablist", "aria-label": "Group by" });
   const windowSel = h("select", { id: "stats-window", "aria-label": "Time window" },
@@ -46,7 +46,7 @@ export function statsView(root, ctx) {
   async function load() {
     const mine = ++gen;
     drawTabs();
-    history.replaceState(null, "", `${base}stats${qs({ group_by: state.group_by, since: state.since === "24h" ? "" : state.since || "all" })}`);
+    history.replaceState(null, "", `${base}stats${qs({ group_by: state.group_by, since: state.since === "24h" ? "" : state.since })}`);
     const params = { group_by: state.group_by };
     if (state.since && state.since !== "all") params.since = state.since;
     try {
@@ -80,7 +80,8 @@ export function statsView(root, ctx) {
       const key = String(g.key ?? "(none)");
       const filter = LIST_FILTER[state.group_by];
       const label = state.group_by === "plugin" ? pluginChip(key) : h("span", { class: "group-key" }, key);
-      const name = filter ? link(`${qs({ [filter]: key, since: state.since || undefined })}`, { title: "Show these traces" }, label) : label;
+      const since = state.since === "all" ? undefined : state.since;
+      const name = filter ? link(`${qs({ [filter]: key, since })}`, { title: "Show these traces" }, label) : label;
       tbody.append(h("tr", { class: g.errors ? "has-errors" : "" },
         h("th", { scope: "row", class: "c-key" }, name),
         h("td", { class: "num" }, fmtNum(g.count)),

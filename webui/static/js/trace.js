@@ -444,6 +444,7 @@ export function traceView(root, ctx) {
       facts.push(["Conversation", link(`conversation?${q}`, { title: t.umo || "" }, t.session_id || t.umo)]);
     }
     if (t.agent_type) facts.push(["Agent", t.agent_type]);
+    if (t.outline) document.title = `${t.outline.slice(0, 60)} · ${document.body.dataset.title || "botrace"}`;
     headEl.append(
       h("div", { class: "crumbs" }, link("", null, "← Traces")),
       h("div", { class: "trace-title" }, statusBadge(t.status), h("h1", { class: "outline" }, t.outline || "(no text)")),
