@@ -320,3 +320,22 @@ async def test_browser_read_only_viewer_shows_what_the_host_writes(host, page):
         assert page.problems == []
     finally:
         await runner.cleanup()
+
+
+async def test_browser_long_values_are_marked_cut_with_a_full_download(host, page):
+    root = host.tracer.start_trace("message", {"outline": "long values"})
+    with root, host.tracer.span("summarise", "custom") as s:
+        s.set_input(document="lorem ipsum " * 300)  # 3,600 characters: kept, but long to show
+        s.set_output(book="x" * 50_000)  # over the recording limit: cut when recorded
+    await wait_for_trace(host.store, root.trace_id, host.tracer)
+    await page.goto(f"{host.url}traces/{root.trace_id}")
+    await page.locator(".span-row", has_text="summarise").click()
+    await expect(page.locator(".values-input pre")).to_contain_text("[cut for display: 1600 more characters]")
+    await expect(page.locator(".detail-pane")).to_contain_text("cut when they were recorded")
+    href = await page.locator(".downloads a").get_attribute("href")
+    resp = await page.request.get(await page.evaluate("h => new URL(h, location.href).href", href))
+    assert resp.ok and "attachment" in resp.headers["content-disposition"]
+    full = await resp.json()
+    assert full["input"]["document"] == "lorem ipsum " * 300
+    assert full["truncated"] is True
+    assert page.problems == []
