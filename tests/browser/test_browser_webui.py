@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import pytest
@@ -339,3 +340,32 @@ async def test_browser_long_values_are_marked_cut_with_a_full_download(host, pag
     assert full["input"]["document"] == "lorem ipsum " * 300
     assert full["truncated"] is True
     assert page.problems == []
+
+
+async def test_browser_token_login_then_the_page_and_its_live_stream_work(host, page):
+    from webui import create_app, run_server
+
+    app = create_app(host.tracer, host.store, token="let-me-in")
+    runner = await run_server(app, "127.0.0.1", 0)
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}/"
+    try:
+        await page.goto(base + "stats")
+        await expect(page).to_have_url(re.compile(r"/login\?next=/stats$"))
+        await page.fill("input[name=token]", "wrong")
+        await page.click("button[type=submit]")
+        await expect(page.locator(".login-card .error")).to_be_visible()
+        await page.fill("input[name=token]", "let-me-in")
+        await page.click("button[type=submit]")
+        await expect(page).to_have_url(base + "stats")
+        cookies = await page.context.cookies()
+        (session,) = [c for c in cookies if c["name"] == "botrace_session"]
+        assert session["httpOnly"] and "let-me-in" not in session["value"]
+        await page.click("nav >> text=Traces")
+        await expect(page.locator("#live")).to_have_attribute("data-state", "live")  # SSE with the cookie
+        await host.chat("after login", "u1", "s1")
+        await expect(page.locator("table.traces tbody tr", has_text="after login")).to_have_count(1)
+        await page.click("text=Log out")
+        await page.goto(base)
+        await expect(page).to_have_url(re.compile(r"/login"))
+    finally:
+        await runner.cleanup()
