@@ -369,3 +369,20 @@ async def test_browser_token_login_then_the_page_and_its_live_stream_work(host, 
         await expect(page).to_have_url(re.compile(r"/login"))
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.slow
+async def test_browser_a_list_left_open_keeps_a_bounded_number_of_rows(host, page):
+    host.step_s = 0
+    host.app[keys.HUB].queue_size = 50_000  # this burst is far faster than a host: lose nothing
+    await open_list(page, host)
+    for i in range(520):
+        await host.chat(f"busy {i}", "u1", "s1")
+    rows = page.locator("table.traces tbody tr")
+    await expect(rows.first).to_contain_text("busy 519", timeout=20000)
+    assert await rows.count() == 500
+    await expect(rows.last).to_contain_text("busy 20")
+    await page.click("text=Load more")  # continues below the oldest row kept
+    await expect(rows).to_have_count(520)
+    await expect(rows.last).to_contain_text("busy 0")
+    assert page.problems == []

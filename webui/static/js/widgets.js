@@ -97,7 +97,8 @@ export function matchesFilters(t, f, partial) {
  * A paged table of traces over GET /traces with live insertions.
  * filters(): the current filter values; returns {el, reload(), onLive(kind, data), destroy()}.
  */
-export function traceTable(getFilters, { emptyText = "No traces match." } = {}) {
+export function traceTable(getFilters, { emptyText = "No traces match.", maxRows = 500 } = {}) {
+  const MAX_ROWS = maxRows;
   const tbody = h("tbody");
   const table = h("table", { class: "traces" },
     h("thead", null, h("tr", null, COLUMNS.map(([cls, label]) => h("th", { class: cls, scope: "col" }, label)))),
@@ -107,6 +108,7 @@ export function traceTable(getFilters, { emptyText = "No traces match." } = {}) 
   let total = 0;
   let shown = 0;
   let generation = 0;
+  let olderThan = null;
   const rows = new Map();
   const pg = pager(() => load(false));
   const el = h("div", { class: "trace-table" }, status, h("div", { class: "table-wrap" }, table), pg.el);
@@ -122,10 +124,16 @@ export function traceTable(getFilters, { emptyText = "No traces match." } = {}) 
 
   async function load(reset) {
     const gen = reset ? ++generation : generation;
-    if (reset) cursor = null;
+    if (reset) {
+      cursor = null;
+      olderThan = null;
+    }
     pg.busy(true);
     try {
-      const page = await api.get("traces", { ...getFilters(), limit: 50, cursor: reset ? undefined : cursor });
+      const params = { ...getFilters(), limit: 50, cursor: reset ? undefined : cursor || undefined };
+      // rows were trimmed: continue below the last one kept (a µs of margin for float ns; rows dedupe)
+      if (olderThan) params.until = String(olderThan + 1000);
+      const page = await api.get("traces", params);
       if (gen !== generation) return;
       if (reset) {
         clear(tbody);
@@ -141,7 +149,7 @@ export function traceTable(getFilters, { emptyText = "No traces match." } = {}) 
         shown++;
       }
       cursor = page.next_cursor;
-      total = page.total;
+      if (!olderThan) total = page.total; // below a trim point the total counts only the older ones
       pg.update(shown, total, !!cursor);
       if (shown === 0) status.append(emptyState(emptyText));
     } catch (err) {
@@ -182,7 +190,23 @@ export function traceTable(getFilters, { emptyText = "No traces match." } = {}) 
     shown++;
     total++;
     clear(status);
-    pg.update(shown, total, !!cursor);
+    trim();
+    pg.update(shown, total, !!cursor || !!olderThan);
+  }
+
+  // a page left open on a busy host keeps at most MAX_ROWS rows: the oldest go, and
+  // "Load more" continues below the last row kept (until=) instead of the old cursor
+  function trim() {
+    while (rows.size > MAX_ROWS) {
+      const last = tbody.lastElementChild;
+      if (!last) break;
+      const entry = rows.get(last.dataset.traceId);
+      last.remove();
+      rows.delete(last.dataset.traceId);
+      shown--;
+      if (entry) olderThan = entry.t.start_ns;
+      cursor = null;
+    }
   }
 
   return {
