@@ -181,8 +181,8 @@ def _trace_where(f: Mapping[str, Any]) -> tuple[list[str], list[Any]]:
         params.append("%" + _like_escape(f["q"]) + "%")
     for kind in _TAG_FILTERS:
         if kind in f:
-            where.append("EXISTS (SELECT 1 FROM trace_tags g "
-                         "WHERE g.trace_id = t.trace_id AND g.kind = ? AND g.value = ?)")
+            where.append("EXISTS (SELECT 1 FROM trace_tags g WHERE g.kind = ? AND g.value = ? "
+                         "AND g.start_ns = t.start_ns AND g.trace_id = t.trace_id)")
             params += [kind, f[kind]]
     return where, params
 
@@ -244,22 +244,26 @@ async def list_traces(conn: Any, filters: Mapping[str, Any] | None = None, limit
 
 
 _SPAN_SELECT = (
-    "SELECT trace_id, span_id, parent_id, name, span_type, start_ns, end_ns, duration_ns, "
-    "self_ns, status, data, cost_usd FROM spans WHERE trace_id = ? ORDER BY start_ns, rowid"
+    "SELECT trace_id, span_id, parent_id, name, span_type, plugin, start_ns, end_ns, self_ns, "
+    "status, data, cost_usd FROM spans WHERE trace_start_ns = ? AND trace_id = ? "
+    "ORDER BY start_ns, rowid"
 )
 
 
-def span_dict(row: Any) -> dict[str, Any]:
+def span_dict(row: Any, plugins: Mapping[str, dict]) -> dict[str, Any]:
     data = _loads(row["data"], {})
+    start, end = row["start_ns"], row["end_ns"]
+    name = row["plugin"]
     return {
         "trace_id": row["trace_id"], "span_id": row["span_id"], "parent_id": row["parent_id"],
-        "name": row["name"], "span_type": row["span_type"], "start_ns": row["start_ns"],
-        "end_ns": row["end_ns"], "duration_ns": row["duration_ns"], "self_ns": row["self_ns"],
-        "status": row["status"], "error": data.get("error"),
+        "name": row["name"], "span_type": row["span_type"], "start_ns": start,
+        "end_ns": end, "duration_ns": None if end is None else end - start,
+        "self_ns": row["self_ns"], "status": row["status"], "error": data.get("error"),
         "input": data.get("input") or {}, "output": data.get("output") or {},
         "meta": data.get("meta") or {}, "events": data.get("events") or [],
-        "plugin": data.get("plugin"), "truncated": bool(data.get("truncated", False)),
-        "cost_usd": row["cost_usd"],
+        "plugin": None if name is None else plugins.get(name) or {
+            "name": name, "display_name": name, "plugin_type": "third_party", "version": ""},
+        "truncated": bool(data.get("truncated", False)), "cost_usd": row["cost_usd"],
     }
 
 
@@ -288,8 +292,19 @@ async def get_trace(conn: Any, trace_id: Any, *, flat: bool = False,
         row = await cur.fetchone()
     if row is None:
         return None
-    async with conn.execute(_SPAN_SELECT, (tid,)) as cur:
-        spans = [span_dict(r) for r in await cur.fetchall()]
+    async with conn.execute(_SPAN_SELECT, (row["start_ns"], tid)) as cur:
+        rows = await cur.fetchall()
+    names = sorted({r["plugin"] for r in rows if r["plugin"] is not None})
+    plugins: dict[str, dict] = {}
+    if names:
+        marks = ",".join("?" * len(names))  # placeholders only; the names are bound
+        async with conn.execute(
+                "SELECT name, display_name, plugin_type, version FROM plugins "
+                f"WHERE name IN ({marks})", names) as cur:
+            for p in await cur.fetchall():
+                plugins[p["name"]] = {"name": p["name"], "display_name": p["display_name"],
+                                      "plugin_type": p["plugin_type"], "version": p["version"]}
+    spans = [span_dict(r, plugins) for r in rows]
     out: dict[str, Any] = {"trace": trace_summary(row)}
     if flat:
         out["spans"] = spans
@@ -350,8 +365,8 @@ async def count_traces(conn: Any, since_ns: int | None, until_ns: int | None) ->
 STAT_GROUPS: dict[str, tuple[str | None, str]] = {
     "stage": ("pipeline_stage", "name"),
     "plugin": ("plugin_call", "plugin"),
-    "tool": ("tool_call", "tool"),
-    "model": ("llm_call", "model"),
+    "tool": ("tool_call", "gkey"),
+    "model": ("llm_call", "gkey"),
     "span_type": (None, "span_type"),
     "name": (None, "name"),
 }
@@ -370,7 +385,7 @@ async def stats(conn: Any, group_by: Any = "stage", since_ns: Any = None, until_
     filters = filters or {}
     _check_keys(filters, STAT_FILTERS)
     span_type, column = STAT_GROUPS[group]
-    where = ["duration_ns IS NOT NULL", f"{column} IS NOT NULL"]
+    where = ["end_ns IS NOT NULL", f"{column} IS NOT NULL"]
     params: list[Any] = []
     if span_type is not None:
         where.append("span_type = ?")
@@ -395,8 +410,9 @@ async def stats(conn: Any, group_by: Any = "stage", since_ns: Any = None, until_
             where.append(f"trace_id IN (SELECT trace_id FROM traces WHERE {key} = ?)")
             params.append(value)
     sql = (
-        f"SELECT {column} AS k, dur_bucket, count(*), sum(status = 'error'), sum(duration_ns), "
-        "coalesce(sum(self_ns), 0), max(duration_ns), sum(input_tokens), sum(output_tokens), "
+        f"SELECT {column} AS k, dur_bucket, count(*), sum(status = 'error'), "
+        "sum(end_ns - start_ns), coalesce(sum(self_ns), 0), max(end_ns - start_ns), "
+        "sum(input_tokens), sum(output_tokens), "
         "sum(cached_tokens), sum(cost_usd) "
         f"FROM spans WHERE {' AND '.join(where)} GROUP BY k, dur_bucket"
     )

@@ -17,6 +17,7 @@ __all__ = [
     "SCHEMA",
     "SCHEMA_V1",
     "SCHEMA_VERSION",
+    "TAGS_FROM_SPANS_ONE",
     "bucket_value_ns",
     "duration_bucket",
 ]
@@ -78,38 +79,68 @@ CREATE UNIQUE INDEX spans_trace ON spans(trace_id, span_id);
 CREATE INDEX spans_type_start ON spans(span_type, start_ns);
 """
 
-# Version 2 (current) = version 1 + MIGRATIONS[1].
+# Version 2 (current) = version 1 + MIGRATIONS[1]. Spans are keyed by their
+# trace's start time (``trace_start_ns``) instead of a unique random-id index:
+# inserts land at the end of every index (time order), retention deletes key
+# ranges, and one trace's spans are one index range. Tags (plugin, span type,
+# model, tool of a trace) serve the list filters; plugin descriptions live once
+# in ``plugins`` instead of on every span.
 _V1_TO_V2 = """
+CREATE TABLE spans_v2 (
+    trace_start_ns INTEGER NOT NULL, trace_id TEXT NOT NULL, span_id TEXT NOT NULL,
+    parent_id TEXT, name TEXT, span_type TEXT, plugin TEXT, gkey TEXT,
+    start_ns INTEGER NOT NULL, end_ns INTEGER, status TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL DEFAULT 0, output_tokens INTEGER NOT NULL DEFAULT 0,
+    cached_tokens INTEGER NOT NULL DEFAULT 0,
+    self_ns INTEGER, dur_bucket INTEGER, cost_usd REAL NOT NULL DEFAULT 0, data TEXT
+);
+INSERT INTO spans_v2 (trace_start_ns, trace_id, span_id, parent_id, name, span_type, plugin,
+                      gkey, start_ns, end_ns, status, input_tokens, output_tokens,
+                      cached_tokens, data)
+    SELECT t.start_ns, s.trace_id, s.span_id, s.parent_id, s.name, s.span_type, s.plugin,
+           coalesce(s.model, s.tool), s.start_ns, s.end_ns, s.status, s.input_tokens,
+           s.output_tokens, s.cached_tokens, s.data
+    FROM spans s JOIN traces t ON t.trace_id = s.trace_id;
+DROP TABLE spans;
+ALTER TABLE spans_v2 RENAME TO spans;
+CREATE INDEX spans_trace ON spans(trace_start_ns, trace_id);
+CREATE INDEX spans_type_start ON spans(span_type, start_ns);
 ALTER TABLE traces ADD COLUMN cost_usd REAL NOT NULL DEFAULT 0;
-ALTER TABLE spans ADD COLUMN self_ns INTEGER;
-ALTER TABLE spans ADD COLUMN dur_bucket INTEGER;
-ALTER TABLE spans ADD COLUMN cost_usd REAL NOT NULL DEFAULT 0;
 CREATE TABLE trace_tags (
-    trace_id TEXT NOT NULL, kind TEXT NOT NULL, value TEXT NOT NULL, start_ns INTEGER NOT NULL,
-    PRIMARY KEY (trace_id, kind, value)
+    start_ns INTEGER NOT NULL, trace_id TEXT NOT NULL, kind TEXT NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (start_ns, trace_id, kind, value)
 ) WITHOUT ROWID;
-CREATE INDEX trace_tags_value ON trace_tags(kind, value, start_ns);
+CREATE INDEX trace_tags_value ON trace_tags(kind, value, start_ns, trace_id);
+CREATE TABLE plugins (
+    name TEXT PRIMARY KEY, display_name TEXT, plugin_type TEXT, version TEXT
+)
 """
+
+# the tags of traces, rebuilt from their spans (migration and crash recovery);
+# an optional "AND s.trace_start_ns = ? AND s.trace_id = ?" narrows it to one trace
+TAGS_FROM_SPANS = """
+INSERT OR IGNORE INTO trace_tags (start_ns, trace_id, kind, value)
+SELECT trace_start_ns, trace_id, 'span_type', span_type FROM spans s
+    WHERE span_type IS NOT NULL {where}
+UNION SELECT trace_start_ns, trace_id, 'plugin', plugin FROM spans s
+    WHERE plugin IS NOT NULL {where}
+UNION SELECT trace_start_ns, trace_id, 'model', gkey FROM spans s
+    WHERE span_type = 'llm_call' AND gkey IS NOT NULL {where}
+UNION SELECT trace_start_ns, trace_id, 'tool', gkey FROM spans s
+    WHERE span_type = 'tool_call' AND gkey IS NOT NULL {where}
+"""
+TAGS_FROM_SPANS_ALL = TAGS_FROM_SPANS.format(where="")
+TAGS_FROM_SPANS_ONE = TAGS_FROM_SPANS.format(
+    where="AND s.trace_start_ns = :start AND s.trace_id = :tid")
 
 
 def _v1_to_v2_backfill(conn) -> None:  # sqlite3.Connection, inside the migration transaction
     """Fill what version 1 did not have from what it did (self time stays NULL)."""
-    rows = conn.execute("SELECT rowid, duration_ns FROM spans WHERE duration_ns IS NOT NULL")
-    conn.executemany(
-        "UPDATE spans SET dur_bucket = ? WHERE rowid = ?",
-        [(duration_bucket(d), rid) for rid, d in rows.fetchall()],
-    )
-    conn.execute(
-        """INSERT OR IGNORE INTO trace_tags (trace_id, kind, value, start_ns)
-           SELECT DISTINCT s.trace_id, 'span_type', s.span_type, t.start_ns
-           FROM spans s JOIN traces t ON t.trace_id = s.trace_id WHERE s.span_type IS NOT NULL"""
-    )
-    for kind in ("plugin", "model", "tool"):
-        conn.execute(
-            f"""INSERT OR IGNORE INTO trace_tags (trace_id, kind, value, start_ns)
-                SELECT DISTINCT s.trace_id, '{kind}', s.{kind}, t.start_ns
-                FROM spans s JOIN traces t ON t.trace_id = s.trace_id WHERE s.{kind} IS NOT NULL"""
-        )
+    rows = conn.execute(
+        "SELECT rowid, end_ns - start_ns FROM spans WHERE end_ns IS NOT NULL").fetchall()
+    conn.executemany("UPDATE spans SET dur_bucket = ? WHERE rowid = ?",
+                     [(duration_bucket(d), rid) for rid, d in rows])
+    conn.execute(TAGS_FROM_SPANS_ALL)
 
 
 # MIGRATIONS[n]: (sql script, python step or None) taking version n to n + 1

@@ -93,11 +93,15 @@ CRASH_SCRIPT = textwrap.dedent("""
         store.retention_days = 0
         await store.open()
         trace = next(synthetic_traces(1, spans=12))
+        # the leaves finish, the root and the stages never do
+        done = [s for s in trace.spans if s.span_type not in ("message", "pipeline_stage")]
+        for span in trace.spans:
+            if span not in done:
+                span.end_ns, span.status = None, "running"
+        trace.end_ns = None
         store.botrace_trace_started(trace=trace)
         for span in trace.spans:
             store.botrace_span_started(span=span)
-        # the leaves finish, the root and the stages never do
-        done = [s for s in trace.spans if s.span_type not in ("message", "pipeline_stage")]
         for span in done:
             store.botrace_span_finished(span=span)
         await store.flush()
@@ -140,10 +144,10 @@ def make_v1_database(path: Path) -> str:
                  (tid, time.time_ns() - 10**9, time.time_ns()))
     conn.executemany(
         "INSERT INTO spans (trace_id, span_id, parent_id, name, span_type, plugin, model, "
-        "start_ns, end_ns, duration_ns, status, data) VALUES (?, ?, ?, ?, ?, ?, ?, 1, 2, ?, 'ok', ?)",
-        [(tid, "1" * 16, None, "message", "message", None, None, 5_000_000, None),
-         (tid, "2" * 16, "1" * 16, "llm", "llm_call", "weather", "gpt-4o", 3_000_000,
-          '{"meta": {"model": "gpt-4o"}}')])
+        "start_ns, end_ns, duration_ns, status, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ok', ?)",
+        [(tid, "1" * 16, None, "message", "message", None, None, 10, 5_000_010, 5_000_000, None),
+         (tid, "2" * 16, "1" * 16, "llm", "llm_call", "weather", "gpt-4o", 20, 3_000_020,
+          3_000_000, '{"meta": {"model": "gpt-4o"}}')])
     conn.close()
     return tid
 

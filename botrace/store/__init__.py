@@ -42,6 +42,7 @@ from botrace.schema import (
     MIGRATIONS,
     SCHEMA,
     SCHEMA_VERSION,
+    TAGS_FROM_SPANS_ONE,
     duration_bucket,
 )
 
@@ -50,9 +51,9 @@ __all__ = ["QueryError", "StoreError", "TraceStore"]
 log = logging.getLogger("botrace.store")
 
 _SPAN_COLS = (
-    "trace_id", "span_id", "parent_id", "name", "span_type", "plugin", "model", "tool",
-    "start_ns", "end_ns", "duration_ns", "status", "input_tokens", "output_tokens",
-    "cached_tokens", "data", "self_ns", "dur_bucket", "cost_usd",
+    "trace_start_ns", "trace_id", "span_id", "parent_id", "name", "span_type", "plugin", "gkey",
+    "start_ns", "end_ns", "status", "input_tokens", "output_tokens", "cached_tokens",
+    "self_ns", "dur_bucket", "cost_usd", "data",
 )
 _TRACE_COLS = (
     "trace_id", "name", "start_ns", "end_ns", "duration_ns", "status", "umo", "sender",
@@ -61,14 +62,22 @@ _TRACE_COLS = (
     "dropped_spans", "truncated", "plugins", "models", "attributes", "cost_usd",
 )
 _INSERT_SPAN = (
-    f"INSERT OR REPLACE INTO spans ({', '.join(_SPAN_COLS)}) "
-    f"VALUES ({', '.join('?' * len(_SPAN_COLS))})"
+    f"INSERT INTO spans ({', '.join(_SPAN_COLS)}) VALUES ({', '.join('?' * len(_SPAN_COLS))})"
 )
+# a span whose "running" row was written by an earlier batch: finish that row
+_UPDATE_SPAN = (
+    "UPDATE spans SET parent_id = ?, name = ?, span_type = ?, plugin = ?, gkey = ?, "
+    "start_ns = ?, end_ns = ?, status = ?, input_tokens = ?, output_tokens = ?, "
+    "cached_tokens = ?, self_ns = ?, dur_bucket = ?, cost_usd = ?, data = ? "
+    "WHERE trace_start_ns = ? AND trace_id = ? AND span_id = ?"
+)
+_INSERT_PLUGIN = ("INSERT OR REPLACE INTO plugins (name, display_name, plugin_type, version) "
+                  "VALUES (?, ?, ?, ?)")
 _INSERT_TRACE = (
     f"INSERT OR REPLACE INTO traces ({', '.join(_TRACE_COLS)}) "
     f"VALUES ({', '.join('?' * len(_TRACE_COLS))})"
 )
-_INSERT_TAG = "INSERT OR IGNORE INTO trace_tags (trace_id, kind, value, start_ns) VALUES (?, ?, ?, ?)"
+_INSERT_TAG = "INSERT OR IGNORE INTO trace_tags (start_ns, trace_id, kind, value) VALUES (?, ?, ?, ?)"
 _TRACE_FIELDS = ("umo", "sender", "user_id", "session_id", "outline", "agent_type", "platform")
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=repr).encode
 
@@ -163,6 +172,10 @@ class TraceStore:
         self._p_spans: dict[str, tuple] = {}
         self._p_traces: dict[str, tuple] = {}
         self._p_tags: list[tuple] = []
+        self._p_plugins: dict[str, tuple] = {}
+        self._plugins_seen: dict[str, Any] = {}  # dispatcher thread
+        # span ids whose "running" row is on disk (writer only); their end is an UPDATE
+        self._running_on_disk: dict[str, None] = {}
         self._pending = 0
         self._wake_scheduled = False
         self._running_traces: dict[str, tuple] = {}  # started rows, re-queued if the file is lost
@@ -288,21 +301,15 @@ class TraceStore:
     def botrace_span_started(self, span: Any) -> None:
         if not self._accepting:
             return
-        plugin = span.plugin
-        row = (
-            span.trace.trace_id, span.span_id, span.parent_id, span.name, span.span_type,
-            plugin.name if plugin is not None else None, None, None,
-            span.start_ns, None, None, "running", 0, 0, 0,
-            _dumps({"plugin": plugin.to_dict()}) if plugin is not None else None,
-            None, None, 0.0,
-        )
+        # Keep the span itself: its "running" row is made at flush time, and only
+        # if it is still running then (most spans start and end within a batch).
         with self._cond:
             if self._pending >= self.queue_max * 0.8:
                 # keep room for what finishes: a missing "running" row costs nothing
                 # once the span's finished row arrives
                 return
             if span.span_id not in self._p_spans:
-                self._put_locked(self._p_spans, span.span_id, row)
+                self._put_locked(self._p_spans, span.span_id, span)
 
     @hookimpl
     def botrace_span_finished(self, span: Any) -> None:
@@ -329,10 +336,10 @@ class TraceStore:
             self._drop(1, "trace serialisation failed", exc)
             return
         tid, start = trace.trace_id, trace.start_ns
-        tags = [(tid, "span_type", v, start) for v in acc.types]
-        tags += [(tid, "plugin", v, start) for v in acc.plugins]
-        tags += [(tid, "model", v, start) for v in acc.models]
-        tags += [(tid, "tool", v, start) for v in acc.tools]
+        tags = [(start, tid, "span_type", v) for v in acc.types]
+        tags += [(start, tid, "plugin", v) for v in acc.plugins]
+        tags += [(start, tid, "model", v) for v in acc.models]
+        tags += [(start, tid, "tool", v) for v in acc.tools]
         with self._cond:
             self._running_traces.pop(tid, None)
             if self._pending + len(tags) >= self._hard_max:
@@ -387,8 +394,8 @@ class TraceStore:
             data["events"] = span.events
         if span.error:
             data["error"] = span.error
-        if plugin is not None:
-            data["plugin"] = plugin.to_dict()
+        if plugin is not None and self._plugins_seen.get(plugin.name) is not plugin:
+            self._see_plugin(plugin)
         if span.truncated:
             data["truncated"] = True
         status = span.status
@@ -409,10 +416,29 @@ class TraceStore:
         if tool is not None:
             acc.tools[tool] = None
         return (
-            trace_id, span.span_id, span.parent_id, span.name, span_type,
-            plugin.name if plugin is not None else None, model, tool,
-            start, end, duration, status, tin, tout, tcached,
-            _dumps(data) if data else None, self_ns, duration_bucket(duration), cost,
+            span.trace.start_ns, trace_id, span.span_id, span.parent_id, span.name, span_type,
+            plugin.name if plugin is not None else None, model if tool is None else tool,
+            start, end, status, tin, tout, tcached, self_ns, duration_bucket(duration), cost,
+            _dumps(data) if data else None,
+        )
+
+    def _see_plugin(self, plugin: Any) -> None:
+        """A plugin's description is stored once (and again when it changes), not per span."""
+        before = self._plugins_seen.get(plugin.name)
+        self._plugins_seen[plugin.name] = plugin
+        if before is not None and before == plugin:
+            return
+        with self._cond:
+            self._p_plugins[plugin.name] = (plugin.name, plugin.display_name,
+                                            plugin.plugin_type, plugin.version)
+
+    @staticmethod
+    def _running_row(span: Any) -> tuple:
+        plugin = span.plugin
+        return (
+            span.trace.start_ns, span.trace.trace_id, span.span_id, span.parent_id, span.name,
+            span.span_type, plugin.name if plugin is not None else None, None,
+            span.start_ns, None, "running", 0, 0, 0, None, None, 0.0, None,
         )
 
     def _trace_row(self, trace: Any, attrs: Mapping[str, Any], status: str,
@@ -468,21 +494,23 @@ class TraceStore:
 
     # ------------------------------------------------------------------ writer
 
-    def _take(self) -> tuple[dict, dict, list]:
+    def _take(self) -> tuple[dict, dict, list, dict]:
         with self._cond:
-            spans, traces, tags = self._p_spans, self._p_traces, self._p_tags
-            self._p_spans, self._p_traces, self._p_tags = {}, {}, []
+            batch = self._p_spans, self._p_traces, self._p_tags, self._p_plugins
+            self._p_spans, self._p_traces, self._p_tags, self._p_plugins = {}, {}, [], {}
             self._pending = 0
             self._wake_scheduled = False
             self._cond.notify_all()
-        return spans, traces, tags
+        return batch
 
-    def _give_back(self, spans: dict, traces: dict, tags: list) -> None:
+    def _give_back(self, spans: dict, traces: dict, tags: list, plugins: dict) -> None:
         """A failed batch goes back in front of what arrived since (newer rows win)."""
         with self._cond:
             spans.update(self._p_spans)
             traces.update(self._p_traces)
             tags.extend(self._p_tags)
+            plugins.update(self._p_plugins)
+            self._p_plugins = plugins
             over = len(spans) + len(traces) + len(tags) - self._hard_max
             if over > 0:  # the fault lasts: keep the bound, count what is lost
                 for key in list(spans)[:over]:
@@ -538,7 +566,21 @@ class TraceStore:
                     self._take()
                     return
 
-    async def _write_batch(self, spans: dict, traces: dict, tags: list) -> bool:
+    async def _write_batch(self, spans: dict, traces: dict, tags: list, plugins: dict) -> bool:
+        on_disk = self._running_on_disk
+        inserts: list[tuple] = []
+        updates: list[tuple] = []
+        started: list[str] = []
+        for span_id, value in spans.items():
+            if type(value) is tuple:  # finished
+                if span_id in on_disk:
+                    updates.append((*value[3:], value[0], value[1], value[2]))
+                else:
+                    inserts.append(value)
+            elif value.end_ns is None and span_id not in on_disk:  # still running now
+                inserts.append(self._running_row(value))
+                started.append(span_id)
+            # (ended but its finished event not dispatched yet: that event brings the row)
         try:
             async with self._wlock:
                 await self._check_file()
@@ -547,10 +589,14 @@ class TraceStore:
                 try:
                     if traces:
                         await conn.executemany(_INSERT_TRACE, list(traces.values()))
-                    if spans:
-                        await conn.executemany(_INSERT_SPAN, list(spans.values()))
+                    if inserts:
+                        await conn.executemany(_INSERT_SPAN, inserts)
+                    if updates:
+                        await conn.executemany(_UPDATE_SPAN, updates)
                     if tags:
                         await conn.executemany(_INSERT_TAG, tags)
+                    if plugins:
+                        await conn.executemany(_INSERT_PLUGIN, list(plugins.values()))
                     await conn.commit()
                 except BaseException:
                     try:
@@ -564,7 +610,14 @@ class TraceStore:
             if isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc):
                 await self._reopen_writer()
             return False
-        self.written += len(spans) + len(traces)
+        for row in updates:
+            on_disk.pop(row[-1], None)
+        for span_id in started:
+            on_disk[span_id] = None
+        if len(on_disk) > 200_000:  # spans that never end: forget the oldest
+            for span_id in list(on_disk)[:50_000]:
+                del on_disk[span_id]
+        self.written += len(inserts) + len(updates) + len(traces)
         return True
 
     async def _guard(self, coro: Any, what: str) -> Any:
@@ -579,46 +632,46 @@ class TraceStore:
 
     async def _prune_step(self, retention_days: int | None = None,
                           max_mb: int | None = None) -> int:
-        """Delete at most ``prune_batch`` whole traces (oldest first) that are too old,
-        or while the database is over its size cap. Returns how many."""
+        """Delete about ``prune_batch`` whole traces (oldest first) that are too old, or
+        while the database is over its size cap. Returns how many traces went."""
         days = self.retention_days if retention_days is None else retention_days
         cap = self.max_mb if max_mb is None else max_mb
         conn = self._wconn
-        ids: list[str] = []
+        upto = None
         if days > 0:
             cutoff = time.time_ns() - days * 86_400 * 1_000_000_000
-            async with conn.execute(
-                "SELECT trace_id FROM traces WHERE start_ns < ? ORDER BY start_ns LIMIT ?",
-                (cutoff, self.prune_batch),
-            ) as cur:
-                ids = [r[0] for r in await cur.fetchall()]
-        if not ids and cap > 0 and await self._used_bytes() > cap * 1024 * 1024:
-            async with conn.execute(
-                "SELECT trace_id FROM traces WHERE status != 'running' "
-                "ORDER BY start_ns LIMIT ?", (self.prune_batch,),
-            ) as cur:
-                ids = [r[0] for r in await cur.fetchall()]
-        if not ids:
+            upto = await self._batch_end(cutoff)
+        if upto is None and cap > 0 and await self._used_bytes() > cap * 1024 * 1024:
+            upto = await self._batch_end(None)
+        if upto is None:
             return 0
-        await self._delete_traces(ids)
-        return len(ids)
-
-    async def _delete_traces(self, ids: list[str]) -> None:
-        marks = ",".join("?" * len(ids))  # placeholders only; the ids are bound
+        # Spans and tags are keyed by their trace's start time, so a batch of whole
+        # traces is three key-range deletes: no trace is ever left half-deleted.
         async with self._wlock:
-            conn = self._wconn
             await conn.execute("BEGIN IMMEDIATE")
             try:
-                await conn.execute(f"DELETE FROM spans WHERE trace_id IN ({marks})", ids)
-                await conn.execute(f"DELETE FROM trace_tags WHERE trace_id IN ({marks})", ids)
-                await conn.execute(f"DELETE FROM traces WHERE trace_id IN ({marks})", ids)
+                await conn.execute("DELETE FROM spans WHERE trace_start_ns <= ?", (upto,))
+                await conn.execute("DELETE FROM trace_tags WHERE start_ns <= ?", (upto,))
+                cur = await conn.execute("DELETE FROM traces WHERE start_ns <= ?", (upto,))
+                deleted = cur.rowcount
                 await conn.commit()
             except BaseException:
                 await conn.rollback()
                 raise
-            self.pruned_traces += len(ids)
+            self.pruned_traces += deleted
             # give freed pages back to the file system a bounded amount at a time
             await conn.execute("PRAGMA incremental_vacuum(2000)")
+        return deleted
+
+    async def _batch_end(self, before_ns: int | None) -> int | None:
+        """Start time of the newest trace in the next batch to prune (None: nothing)."""
+        where, params = ("WHERE start_ns < ?", [before_ns]) if before_ns is not None else ("", [])
+        async with self._wconn.execute(
+            f"SELECT max(start_ns) FROM (SELECT start_ns FROM traces {where} "
+            "ORDER BY start_ns LIMIT ?)", [*params, self.prune_batch],
+        ) as cur:
+            row = await cur.fetchone()
+        return row[0] if row else None
 
     async def _used_bytes(self) -> int:
         conn = self._wconn
@@ -706,6 +759,8 @@ class TraceStore:
                 pass
         self._readers = []
         self.reopened += 1
+        self._running_on_disk.clear()
+        self._plugins_seen = {}
         try:
             self._schema_version, _ = await asyncio.to_thread(self._prepare)
         except StoreError as exc:
@@ -939,29 +994,30 @@ def _statements(script: str) -> list[str]:
 def _recover_interrupted(conn: sqlite3.Connection) -> int:
     """Traces left ``running`` by a process that died: mark them (and their running
     spans) ``interrupted`` and rebuild their totals and tags from the spans kept."""
-    ids = [r[0] for r in conn.execute("SELECT trace_id FROM traces WHERE status = 'running'")]
-    if not ids:
+    found = conn.execute("SELECT trace_id, start_ns FROM traces WHERE status = 'running'").fetchall()
+    if not found:
         return 0
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for tid in ids:
+        for tid, start in found:
+            key = {"start": start, "tid": tid}
             conn.execute(
-                "UPDATE spans SET status = 'interrupted' WHERE trace_id = ? AND status = 'running'",
-                (tid,),
-            )
+                "UPDATE spans SET status = 'interrupted' WHERE trace_start_ns = :start "
+                "AND trace_id = :tid AND status = 'running'", key)
             (n, tin, tout, tcached, llm, tools, errors, cost, end) = conn.execute(
                 """SELECT count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),
                           coalesce(sum(cached_tokens), 0), coalesce(sum(span_type = 'llm_call'), 0),
                           coalesce(sum(span_type = 'tool_call'), 0),
                           coalesce(sum(status = 'error'), 0), coalesce(sum(cost_usd), 0),
                           max(end_ns)
-                   FROM spans WHERE trace_id = ?""",
-                (tid,),
+                   FROM spans WHERE trace_start_ns = :start AND trace_id = :tid""", key,
             ).fetchone()
             plugins = [r[0] for r in conn.execute(
-                "SELECT DISTINCT plugin FROM spans WHERE trace_id = ? AND plugin IS NOT NULL", (tid,))]
+                "SELECT DISTINCT plugin FROM spans WHERE trace_start_ns = :start "
+                "AND trace_id = :tid AND plugin IS NOT NULL", key)]
             models = [r[0] for r in conn.execute(
-                "SELECT DISTINCT model FROM spans WHERE trace_id = ? AND model IS NOT NULL", (tid,))]
+                "SELECT DISTINCT gkey FROM spans WHERE trace_start_ns = :start "
+                "AND trace_id = :tid AND span_type = 'llm_call' AND gkey IS NOT NULL", key)]
             conn.execute(
                 """UPDATE traces SET status = 'interrupted', span_count = ?, input_tokens = ?,
                           output_tokens = ?, cached_tokens = ?, llm_calls = ?, tool_calls = ?,
@@ -972,20 +1028,9 @@ def _recover_interrupted(conn: sqlite3.Connection) -> int:
                 (n, tin, tout, tcached, llm, tools, errors, cost, end, end, end,
                  json.dumps(plugins), json.dumps(models), tid),
             )
-            for kind, column_sql in _TAG_SOURCES:
-                conn.execute(column_sql, (kind, tid))
+            conn.execute(TAGS_FROM_SPANS_ONE, key)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    return len(ids)
-
-
-_TAG_SOURCES = [
-    (kind, "INSERT OR IGNORE INTO trace_tags (trace_id, kind, value, start_ns) "
-           f"SELECT DISTINCT s.trace_id, ?, s.{column}, t.start_ns FROM spans s "
-           "JOIN traces t ON t.trace_id = s.trace_id "
-           f"WHERE s.trace_id = ? AND s.{column} IS NOT NULL")
-    for kind, column in (("span_type", "span_type"), ("plugin", "plugin"),
-                         ("model", "model"), ("tool", "tool"))
-]
+    return len(found)
