@@ -178,6 +178,7 @@ class TraceStore:
         self._running_on_disk: dict[str, None] = {}
         self._pending = 0
         self._wake_scheduled = False
+        self._shedding = False
         self._running_traces: dict[str, tuple] = {}  # started rows, re-queued if the file is lost
         # dispatcher thread only
         self._acc: dict[str, _TraceAcc] = {}
@@ -202,6 +203,7 @@ class TraceStore:
         self._wlock = asyncio.Lock()
 
         self.accepted = 0
+        self.backpressure_waits = 0
         self.written = 0
         self.dropped = 0
         self.write_errors = 0
@@ -461,15 +463,20 @@ class TraceStore:
     def _put(self, table: dict, key: str, row: tuple) -> None:
         with self._cond:
             if self._pending >= self.queue_max:
-                # backpressure on the dispatcher thread (never the host's): give
-                # the writer a moment to catch up before counting a loss
-                deadline = time.monotonic() + self.block_timeout
-                while self._pending >= self.queue_max and self._accepting:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._cond.wait(left)
+                if not self._shedding:
+                    # backpressure on the dispatcher thread (never the host's): give
+                    # the writer a moment to catch up before counting a loss
+                    self.backpressure_waits += 1
+                    deadline = time.monotonic() + self.block_timeout
+                    while self._pending >= self.queue_max and self._accepting:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._cond.wait(left)
                 if self._pending >= self.queue_max:
+                    # still full: shed load without waiting again until the writer
+                    # has taken the queue (one wait per overload, not one per event)
+                    self._shedding = True
                     self.dropped += 1
                     self._note_error_locked("store queue full; span dropped", None)
                     return
@@ -500,6 +507,7 @@ class TraceStore:
             self._p_spans, self._p_traces, self._p_tags, self._p_plugins = {}, {}, [], {}
             self._pending = 0
             self._wake_scheduled = False
+            self._shedding = False
             self._cond.notify_all()
         return batch
 
@@ -942,6 +950,7 @@ class TraceStore:
             "queue_depth": self._pending,
             "queue_max": self.queue_max,
             "accepted": self.accepted,
+            "backpressure_waits": self.backpressure_waits,
             "written": self.written,
             "dropped": self.dropped,
             "write_errors": self.write_errors,

@@ -1,0 +1,187 @@
+"""Store ingest benchmark: traces of 20 spans into SQLite through the store's sink hooks.
+
+A producer thread plays the tracer's dispatcher thread (it calls the hooks the
+way the dispatcher does: trace started, span started/finished, trace
+finished); the writer task runs on the event loop as in a host. Baseline in the
+same run: the same span rows written straight with sqlite3 ``executemany`` in
+one thread (what the store's indexes and transactions cost, without the
+hand-off, the serialisation and the GIL shared with a producer).
+
+    /work/venv/bin/python bench/bench_store.py             # ~1 min
+    /work/venv/bin/python bench/bench_store.py --quick     # smaller
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from botrace.store import _INSERT_SPAN, TraceStore  # noqa: E402
+from botrace.store.synthetic import synthetic_traces  # noqa: E402
+
+
+def fresh(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+
+
+def hooks(store: TraceStore, item) -> None:
+    """What the dispatcher thread calls for one message, in the tracer's order."""
+    trace, by_end = item
+    store.botrace_trace_started(trace=trace)
+    for span in trace.spans:
+        store.botrace_span_started(span=span)
+    for span in by_end:
+        store.botrace_span_finished(span=span)
+    store.botrace_trace_finished(trace=trace)
+
+
+def make(n: int, seed: int) -> list:
+    traces = list(synthetic_traces(n, spans=20, start_ns=time.time_ns() - 3600 * 10**9,
+                                   step_ns=50_000, seed=seed))
+    return [(t, sorted(t.spans, key=lambda s: s.end_ns)) for t in traces]
+
+
+class Producer(threading.Thread):
+    """Feeds traces at ``rate`` a second (0: as fast as it can); records call stalls."""
+
+    def __init__(self, store: TraceStore, traces: list, rate: float) -> None:
+        super().__init__(daemon=True)
+        self.store, self.traces, self.rate = store, traces, rate
+        self.longest = 0.0
+        self.elapsed = 0.0
+        self.offered = 0
+
+    def run(self) -> None:
+        t0 = time.perf_counter()
+        for i, trace in enumerate(self.traces):
+            if self.rate:
+                due = t0 + i / self.rate
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            a = time.perf_counter()
+            hooks(self.store, trace)
+            self.longest = max(self.longest, time.perf_counter() - a)
+            self.offered += 1
+        self.elapsed = time.perf_counter() - t0
+
+
+async def run_phase(store: TraceStore, traces: list, rate: float) -> dict:
+    before_written = store.written
+    depth = 0
+    prod = Producer(store, traces, rate)
+    t0 = time.perf_counter()
+    prod.start()
+    while prod.is_alive():
+        depth = max(depth, store.health()["queue_depth"])
+        await asyncio.sleep(0.02)
+    fed = time.perf_counter() - t0
+    backlog = store.health()["queue_depth"]
+    await store.flush()
+    total = time.perf_counter() - t0
+    return {"traces": len(traces), "fed_s": fed, "total_s": total,
+            "offered_per_s": len(traces) / prod.elapsed, "written_per_s": len(traces) / total,
+            "queue_peak": depth, "backlog_at_end": backlog, "drain_s": total - fed,
+            "longest_call_ms": prod.longest * 1e3, "rows": store.written - before_written}
+
+
+def baseline(path: Path, traces: list) -> float:
+    """Span rows straight into the same schema with sqlite3, one thread: spans/s."""
+    store = TraceStore(path)
+    store._prepare()
+    rows = []
+    for t, _ in traces:
+        for s in t.spans:
+            rows.append(store._span_row(s))
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA synchronous = NORMAL")
+    t0 = time.perf_counter()
+    for i in range(0, len(rows), 20_000):
+        conn.execute("BEGIN")
+        conn.executemany(_INSERT_SPAN, rows[i:i + 20_000])
+        conn.execute("COMMIT")
+    el = time.perf_counter() - t0
+    conn.close()
+    return len(rows) / el
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--rate", type=float, default=5000.0, help="sustained target, traces/s")
+    ap.add_argument("--seconds", type=float, default=6.0, help="sustained phase length")
+    args = ap.parse_args()
+    scale = 0.3 if args.quick else 1.0
+    tmp = Path(tempfile.mkdtemp(prefix="bench_store_"))
+    db = tmp / "bench.db"
+    print(f"python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}, "
+          f"{os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}")
+
+    # 1. as fast as the producer can: the store's ceiling on this machine
+    n_max = int(20_000 * scale)
+    traces = make(n_max, 1)
+    fresh(db)
+    store = TraceStore(db)
+    await store.open()
+    r = await run_phase(store, traces, 0)
+    await store.close()
+    print(f"\n[max] {n_max} traces x 20 spans, producer unthrottled")
+    print(f"  end to end {r['written_per_s']:,.0f} traces/s = {r['written_per_s'] * 20:,.0f} spans/s "
+          f"(producer alone offered {r['offered_per_s']:,.0f} traces/s; drain after it "
+          f"{r['drain_s']:.2f}s); longest hook call {r['longest_call_ms']:.1f} ms; "
+          f"dropped {store.dropped}")
+    base = baseline(tmp / "base.db", traces[: n_max // 2])
+    print(f"  baseline sqlite3 executemany, same rows, one thread: {base:,.0f} spans/s "
+          f"-> store end to end is {r['written_per_s'] * 20 / base:.2f}x of it")
+
+    # 2. sustained at a fixed rate
+    n_rate = int(args.rate * args.seconds * scale)
+    traces = make(n_rate, 2)
+    fresh(db)
+    store = TraceStore(db)
+    await store.open()
+    r = await run_phase(store, traces, args.rate)
+    await store.close()
+    keeps_up = r["drain_s"] < 0.5 and r["offered_per_s"] >= 0.95 * args.rate
+    print(f"\n[sustained] target {args.rate:,.0f} traces/s for {n_rate / args.rate:.1f}s")
+    print(f"  offered {r['offered_per_s']:,.0f}/s, written {r['written_per_s']:,.0f}/s, queue peak "
+          f"{r['queue_peak']:,} rows, backlog at end {r['backlog_at_end']:,} rows "
+          f"(drained in {r['drain_s']:.2f}s), longest hook call {r['longest_call_ms']:.1f} ms, "
+          f"dropped {store.dropped}, backpressure waits {store.backpressure_waits} "
+          f"-> {'keeps up' if keeps_up else 'does NOT keep up'}")
+
+    # 3. a 10x burst for 10 s on top of the base rate (the producer offers what it can)
+    base_rate = min(args.rate, 1000.0)
+    n_burst = int(base_rate * 10 * 10 * scale)
+    traces = make(n_burst, 3)
+    fresh(db)
+    store = TraceStore(db)
+    await store.open()
+    r = await run_phase(store, traces, base_rate * 10)
+    h = store.health()
+    await store.close()
+    stored = sqlite3.connect(db).execute(
+        "SELECT count(*) FROM traces WHERE status != 'running'").fetchone()[0]
+    print(f"\n[burst] {base_rate * 10:,.0f} traces/s asked for {n_burst / (base_rate * 10):.0f}s "
+          f"(10x {base_rate:,.0f}/s)")
+    print(f"  offered {r['offered_per_s']:,.0f}/s, queue peak {r['queue_peak']:,} rows of "
+          f"{store.queue_max:,}, drained {r['drain_s']:.2f}s after, stored {stored}/{n_burst} "
+          f"traces, dropped {h['dropped']}, backpressure waits {h['backpressure_waits']}, "
+          f"longest hook call {r['longest_call_ms']:.1f} ms")
+    for p in tmp.iterdir():
+        p.unlink()
+    tmp.rmdir()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
