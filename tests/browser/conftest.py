@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
 
 import pytest
@@ -14,6 +15,15 @@ try:
     from browser.harness import Host
 except ImportError:  # pragma: no cover - tests/ imported as a package
     from tests.browser.harness import Host
+
+
+@pytest.fixture(autouse=True)
+def _no_endless_browser_test():
+    """A browser test stuck for minutes dumps every thread's stack and ends the run,
+    rather than hanging CI without a word (each test here takes seconds)."""
+    faulthandler.dump_traceback_later(240, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture
