@@ -25,8 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from botrace.store import _INSERT_SPAN, TraceStore  # noqa: E402
-from botrace.store.synthetic import synthetic_traces  # noqa: E402
+from botrace.store import _INSERT_SPAN, TraceStore
+from botrace.store.synthetic import synthetic_traces
 
 
 def fresh(path: Path) -> None:

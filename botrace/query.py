@@ -160,14 +160,17 @@ def parse_trace_filters(filters: Mapping[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def _trace_where(f: Mapping[str, Any]) -> tuple[list[str], list[Any]]:
+def _trace_where(f: Mapping[str, Any], driver: str | None = None,
+                 ts: str = "t.start_ns") -> tuple[list[str], list[Any]]:
+    """Conditions for the trace filters; ``driver`` is a tag kind answered by the
+    driving ``trace_tags g`` rows instead of an EXISTS; ``ts`` the start column used."""
     where: list[str] = []
     params: list[Any] = []
     if "since_ns" in f:
-        where.append("t.start_ns >= ?")
+        where.append(f"{ts} >= ?")  # ts is one of two constant column names
         params.append(f["since_ns"])
     if "until_ns" in f:
-        where.append("t.start_ns < ?")
+        where.append(f"{ts} < ?")
         params.append(f["until_ns"])
     for key in ("user_id", "session_id", "umo", "status"):
         if key in f:
@@ -181,8 +184,11 @@ def _trace_where(f: Mapping[str, Any]) -> tuple[list[str], list[Any]]:
         params.append("%" + _like_escape(f["q"]) + "%")
     for kind in _TAG_FILTERS:
         if kind in f:
-            where.append("EXISTS (SELECT 1 FROM trace_tags g WHERE g.kind = ? AND g.value = ? "
-                         "AND g.start_ns = t.start_ns AND g.trace_id = t.trace_id)")
+            if kind == driver:
+                where.append("g.kind = ? AND g.value = ?")
+            else:
+                where.append("EXISTS (SELECT 1 FROM trace_tags x WHERE x.kind = ? AND x.value = ? "
+                             "AND x.start_ns = t.start_ns AND x.trace_id = t.trace_id)")
             params += [kind, f[kind]]
     return where, params
 
@@ -222,16 +228,30 @@ async def list_traces(conn: Any, filters: Mapping[str, Any] | None = None, limit
     f = parse_trace_filters(filters)
     limit = _limit(limit)
     after = decode_cursor(cursor, (int, str))
-    where, params = _trace_where(f)
+    driver = next((k for k in _TAG_FILTERS if k in f), None)
+    if driver is None:
+        # newest first along the (start_ns, trace_id) index
+        source, ts, tid = "traces t", "t.start_ns", "t.trace_id"
+    else:
+        # a plugin/model/tool/span-type filter: walk that tag's index entries newest
+        # first and join each to its trace, so a page costs ~limit lookups whether the
+        # tag is common or rare (CROSS JOIN keeps SQLite from reordering the loop)
+        source = ("trace_tags g CROSS JOIN traces t "
+                  "ON t.start_ns = g.start_ns AND t.trace_id = g.trace_id")
+        ts, tid = "g.start_ns", "g.trace_id"
+    where, params = _trace_where(f, driver, ts)
     cond = (" WHERE " + " AND ".join(where)) if where else ""
-    async with conn.execute(f"SELECT count(*) FROM traces t{cond}", params) as cur:
+    only_tag = driver is not None and set(f) <= {driver, "since_ns", "until_ns"}
+    count_source = "trace_tags g" if only_tag else source  # the tag index alone answers
+    async with conn.execute(f"SELECT count(*) FROM {count_source}{cond}", params) as cur:
         total = (await cur.fetchone())[0]
     page_where, page_params = list(where), list(params)
     if after is not None:
-        page_where.append("(t.start_ns < ? OR (t.start_ns = ? AND t.trace_id < ?))")
+        page_where.append(f"({ts} < ? OR ({ts} = ? AND {tid} < ?))")
         page_params += [after[0], after[0], after[1]]
     cond = (" WHERE " + " AND ".join(page_where)) if page_where else ""
-    sql = f"{_TRACE_SELECT}{cond} ORDER BY t.start_ns DESC, t.trace_id DESC LIMIT ?"
+    select = _TRACE_SELECT.replace(" FROM traces t", f" FROM {source}")
+    sql = f"{select}{cond} ORDER BY {ts} DESC, {tid} DESC LIMIT ?"
     async with conn.execute(sql, [*page_params, limit + 1]) as cur:
         rows = await cur.fetchall()
     more = len(rows) > limit

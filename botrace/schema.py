@@ -106,6 +106,7 @@ ALTER TABLE spans_v2 RENAME TO spans;
 CREATE INDEX spans_trace ON spans(trace_start_ns, trace_id);
 CREATE INDEX spans_type_start ON spans(span_type, start_ns);
 ALTER TABLE traces ADD COLUMN cost_usd REAL NOT NULL DEFAULT 0;
+CREATE INDEX traces_duration ON traces(duration_ns);
 CREATE TABLE trace_tags (
     start_ns INTEGER NOT NULL, trace_id TEXT NOT NULL, kind TEXT NOT NULL, value TEXT NOT NULL,
     PRIMARY KEY (start_ns, trace_id, kind, value)

@@ -235,10 +235,21 @@ class TraceStore:
             self._prune_due = True  # prune at start
             self._next_prune = time.monotonic() + self.prune_interval
             self._writer_task = asyncio.create_task(self._writer(), name="botrace-store-writer")
+            self._writer_task.add_done_callback(self._writer_ended)
             self._wake.set()
         await self._open_readers()
         self._opened = True
         return self
+
+    def _writer_ended(self, task: asyncio.Task) -> None:
+        """The writer should only end on close; if it died, stop accepting and say so."""
+        if task.cancelled() or task.exception() is None:
+            return
+        self._accepting = False
+        with self._cond:
+            self.dropped += self._pending
+            self._note_error_locked("writer task died; store stopped", task.exception())
+        log.error("botrace store writer died", exc_info=task.exception())
 
     async def close(self) -> None:
         """Write everything accepted so far, stop the writer, close every connection."""
