@@ -22,6 +22,8 @@ from botrace.schema import bucket_value_ns
 __all__ = ["QueryError", "get_trace", "list_traces", "sessions", "stats", "users"]
 
 MAX_LIMIT = 500
+#: with combined or scanning filters, ``total`` counts at most this many matches
+TOTAL_CAP = 5_000
 STATUSES = frozenset({"ok", "error", "cancelled", "running", "interrupted"})
 SPAN_TYPES = frozenset({"message", "pipeline_stage", "plugin_call", "llm_call", "tool_call",
                         "subagent_call", "io_call", "custom"})
@@ -243,8 +245,20 @@ async def list_traces(conn: Any, filters: Mapping[str, Any] | None = None, limit
     cond = (" WHERE " + " AND ".join(where)) if where else ""
     only_tag = driver is not None and set(f) <= {driver, "since_ns", "until_ns"}
     count_source = "trace_tags g" if only_tag else source  # the tag index alone answers
-    async with conn.execute(f"SELECT count(*) FROM {count_source}{cond}", params) as cur:
-        total = (await cur.fetchone())[0]
+    narrowing = set(f) - {"since_ns", "until_ns"}
+    capped = False
+    if only_tag or (len(narrowing) <= 1 and not narrowing & {"q", "min_duration_ms"}):
+        # one indexed condition: an exact count is an index range count
+        async with conn.execute(f"SELECT count(*) FROM {count_source}{cond}", params) as cur:
+            total = (await cur.fetchone())[0]
+    else:
+        # combined or scanning filters: count exactly up to TOTAL_CAP, then say "more"
+        async with conn.execute(
+                f"SELECT count(*) FROM (SELECT 1 FROM {count_source}{cond} LIMIT ?)",
+                [*params, TOTAL_CAP + 1]) as cur:
+            total = (await cur.fetchone())[0]
+        if total > TOTAL_CAP:
+            total, capped = TOTAL_CAP, True
     page_where, page_params = list(where), list(params)
     if after is not None:
         page_where.append(f"({ts} < ? OR ({ts} = ? AND {tid} < ?))")
@@ -260,7 +274,8 @@ async def list_traces(conn: Any, filters: Mapping[str, Any] | None = None, limit
     if more and traces:
         last = traces[-1]
         next_cursor = encode_cursor(last["start_ns"], last["trace_id"])
-    return {"traces": traces, "next_cursor": next_cursor, "total": total}
+    return {"traces": traces, "next_cursor": next_cursor, "total": total,
+            "total_capped": capped}
 
 
 _SPAN_SELECT = (

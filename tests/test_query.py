@@ -254,3 +254,13 @@ async def test_sql_is_parameterised_and_hostile_values_are_plain_data(store, mon
     for sql, _params in seen:
         assert hostile not in sql and "'1'='1" not in sql and "a" * 32 not in sql
     assert any(hostile in p for _, params in seen for p in params if isinstance(p, str))
+
+
+async def test_total_of_combined_filters_is_capped_and_says_so(store, generated, monkeypatch) -> None:
+    import botrace.query as query
+
+    monkeypatch.setattr(query, "TOTAL_CAP", 10)
+    page = await store.list_traces({"plugin": "weather", "status": "ok"}, limit=5)
+    assert page["total"] == 10 and page["total_capped"] is True
+    single = await store.list_traces({"plugin": "weather"}, limit=5)
+    assert single["total_capped"] is False and single["total"] > 10

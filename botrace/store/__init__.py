@@ -264,6 +264,11 @@ class TraceStore:
             except Exception as exc:  # pragma: no cover - the writer catches its own
                 self._note_error("writer ended", exc)
             self._writer_task = None
+        if self._wconn is not None:
+            try:  # refresh the planner's statistics when they are stale (cheap when not)
+                await self._wconn.execute("PRAGMA optimize")
+            except sqlite3.Error:
+                pass
         for conn in [*self._readers, self._wconn]:
             if conn is not None:
                 try:
