@@ -579,6 +579,7 @@ class TraceStore:
                 if n is None or n < self.prune_batch:
                     self._prune_due = False
                     self._next_prune = time.monotonic() + self.prune_interval
+                    await self._guard(self._analyze(), "analyze")
             backoff = 0.0 if ok else min(self.max_backoff, max(0.05, backoff * 2))
             if self._closing:
                 if ok and not self._pending:
@@ -686,6 +687,13 @@ class TraceStore:
             # give freed pages back to the file system a bounded amount at a time
             await conn.execute("PRAGMA incremental_vacuum(2000)")
         return deleted
+
+    async def _analyze(self) -> None:
+        """Sampled planner statistics (milliseconds even on a big file), so the readers
+        pick the right index for a filter (e.g. a rare duration versus the time order)."""
+        async with self._wlock:
+            await self._wconn.execute("PRAGMA analysis_limit = 400")
+            await self._wconn.execute("ANALYZE")
 
     async def _batch_end(self, before_ns: int | None) -> int | None:
         """Start time of the newest trace in the next batch to prune (None: nothing)."""
