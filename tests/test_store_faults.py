@@ -39,7 +39,7 @@ def feed_all(store: TraceStore, traces) -> None:
 
 async def test_disk_full_counts_losses_and_recovers_when_space_returns(tmp_path: Path) -> None:
     db = tmp_path / "full.db"
-    store = TraceStore(db, queue_max=3_000, block_timeout=0.0, max_backoff=0.1,
+    store = TraceStore(db, queue_max=3_000, block_timeout=0.0, max_backoff=0.1, spill_max_mb=0,
                        flush_interval=0.0)
     store.retention_days = 0
     await store.open()
@@ -156,7 +156,7 @@ async def test_host_keeps_tracing_while_the_store_cannot_write(tmp_path: Path) -
 @pytest.mark.parametrize("started", [False, True])
 async def test_a_full_queue_applies_backpressure_then_counts_drops(tmp_path: Path, started) -> None:
     db = tmp_path / "queue.db"
-    store = TraceStore(db, queue_max=500, block_timeout=0.01, max_backoff=0.1)
+    store = TraceStore(db, queue_max=500, block_timeout=0.01, max_backoff=0.1, spill_max_mb=0)
     await store.open()
     conn = store._wconn
     await conn.execute("PRAGMA max_page_count = 1")  # nothing can be written
@@ -169,3 +169,20 @@ async def test_a_full_queue_applies_backpressure_then_counts_drops(tmp_path: Pat
     assert await store.flush(timeout=20)
     await store.close()
     assert store.accepted >= store.written
+
+
+async def test_a_burst_beyond_the_queue_spills_to_disk_and_loses_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "burst.db"
+    store = TraceStore(db, queue_max=400, block_timeout=0.0, flush_interval=0.0)
+    store.retention_days = 0
+    await store.open()
+    traces = list(synthetic_traces(300, spans=20))  # 6,000 span rows, 15x the queue
+    await asyncio.to_thread(feed_all, store, traces)
+    assert store.spilled > 0
+    assert await store.flush(timeout=30)
+    health = store.health()
+    assert health["dropped"] == 0 and health["spill_queue"] == 0
+    await store.close()
+    assert count(db, "SELECT count(*) FROM traces WHERE status != 'running'") == 300
+    assert count(db, "SELECT count(*) FROM spans") == 300 * 20
+    assert not list(tmp_path.glob("*.spill*"))

@@ -24,6 +24,7 @@ import asyncio
 import json
 import logging
 import os
+import pickle
 import sqlite3
 import threading
 import time
@@ -77,6 +78,9 @@ _INSERT_TRACE = (
     f"INSERT OR REPLACE INTO traces ({', '.join(_TRACE_COLS)}) "
     f"VALUES ({', '.join('?' * len(_TRACE_COLS))})"
 )
+# a "running" trace row (its start) never overwrites what is there: a spilled start
+# may be written after its finish
+_INSERT_TRACE_START = _INSERT_TRACE.replace("INSERT OR REPLACE", "INSERT OR IGNORE")
 _INSERT_TAG = "INSERT OR IGNORE INTO trace_tags (start_ns, trace_id, kind, value) VALUES (?, ?, ?, ?)"
 _TRACE_FIELDS = ("umo", "sender", "user_id", "session_id", "outline", "agent_type", "platform")
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=repr).encode
@@ -144,6 +148,7 @@ class TraceStore:
         busy_timeout_ms: int = 2_000,
         readers: int = 2,
         max_backoff: float = 5.0,
+        spill_max_mb: int = 1024,
     ) -> None:
         if settings is None:
             from botrace.config import Settings
@@ -165,6 +170,14 @@ class TraceStore:
         self.block_timeout = block_timeout
         self.busy_timeout_ms = busy_timeout_ms
         self._n_readers = max(1, readers)
+        self.spill_max_mb = spill_max_mb
+        self.spill_chunk = 50_000
+        self._spill_path = self.path.with_name(self.path.name + ".spill")
+        self._spill_file: Any = None
+        self._spill_bytes = 0
+        self._spill_pending = 0
+        self.spilled = 0
+        self.unspilled = 0
         self.max_backoff = max_backoff
 
         # shared between the dispatcher thread and the writer (guarded by _cond)
@@ -308,11 +321,10 @@ class TraceStore:
         acc = self._acc[trace.trace_id] = _TraceAcc()
         row = self._trace_row(trace, trace.attributes, "running", None, acc)
         with self._cond:
-            if self._pending >= self._hard_max:
-                self.dropped += 1
-                self._note_error_locked("store queue full; trace dropped", None)
-                return
             self._running_traces[trace.trace_id] = row
+            if self._pending >= self._hard_max:
+                self._spill_or_drop_locked([("t", row)], "trace")
+                return
             self._put_locked(self._p_traces, trace.trace_id, row)
 
     @hookimpl
@@ -361,8 +373,7 @@ class TraceStore:
         with self._cond:
             self._running_traces.pop(tid, None)
             if self._pending + len(tags) >= self._hard_max:
-                self.dropped += 1
-                self._note_error_locked("store queue full; trace dropped", None)
+                self._spill_or_drop_locked([("t", row), *(("g", t) for t in tags)], "trace")
                 return
             self._put_locked(self._p_traces, tid, row)
             self._p_tags.extend(tags)
@@ -490,13 +501,68 @@ class TraceStore:
                             break
                         self._cond.wait(left)
                 if self._pending >= self.queue_max:
-                    # still full: shed load without waiting again until the writer
-                    # has taken the queue (one wait per overload, not one per event)
+                    # still full: spill to disk (or shed) without waiting again until
+                    # the writer has taken the queue (one wait per overload, not per event)
                     self._shedding = True
-                    self.dropped += 1
-                    self._note_error_locked("store queue full; span dropped", None)
+                    self._spill_or_drop_locked([("s", row)], "span")
                     return
             self._put_locked(table, key, row)
+
+    def _spill_or_drop_locked(self, records: list[tuple[str, tuple]], what: str) -> None:
+        """Overflow goes to a spill file next to the database, read back by the writer
+        when it has caught up; past ``spill_max_mb`` (or on any error) it is dropped."""
+        try:
+            if self.spill_max_mb <= 0 or self._spill_bytes > self.spill_max_mb * 1024 * 1024:
+                raise OSError("spill file full")
+            if self._spill_file is None:
+                self._spill_file = open(self._spill_path, "ab")  # noqa: SIM115 - closed on drain
+            blob = pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)
+            self._spill_file.write(len(blob).to_bytes(4, "little") + blob)
+            self._spill_bytes += len(blob) + 4
+            self.spilled += len(records)
+            self._spill_pending += len(records)
+        except (OSError, pickle.PicklingError) as exc:
+            self.dropped += len(records)
+            self._note_error_locked(f"store queue full; {what} dropped", exc)
+
+    def _take_spill(self) -> Path | None:
+        """Hand the spill file to the writer (a new one starts if overflow goes on)."""
+        with self._cond:
+            if self._spill_file is None:
+                return None
+            self._spill_file.close()
+            self._spill_file = None
+            draining = self._spill_path.with_name(self._spill_path.name + ".draining")
+            os.replace(self._spill_path, draining)
+            self._spill_bytes = 0
+            self._spill_pending = 0
+            return draining
+
+    async def _drain_spill(self) -> bool:
+        """Write what was spilled, in transactions of ``spill_chunk`` records."""
+        path = self._take_spill()
+        if path is None:
+            return True
+        records = await asyncio.to_thread(_read_spill, path)
+        ok = True
+        for i in range(0, len(records), self.spill_chunk):
+            spans: dict = {}
+            traces: dict = {}
+            tags: list = []
+            for kind, row in records[i:i + self.spill_chunk]:
+                if kind == "s":
+                    spans[row[2]] = row
+                elif kind == "t":
+                    traces[row[0]] = row
+                else:
+                    tags.append(row)
+            if ok:
+                ok = await self._write_batch(spans, traces, tags, {})
+            if not ok:  # the fault: back into the queue (bounded, losses counted)
+                self._give_back(spans, traces, tags, {})
+        self.unspilled += len(records)
+        path.unlink(missing_ok=True)
+        return ok
 
     def _put_locked(self, table: dict, key: str, row: tuple) -> None:
         if key not in table:
@@ -574,6 +640,8 @@ class TraceStore:
                 self._writing = False
             if ok:
                 self._settled_upto = upto
+                if self._spill_pending and self._pending < self.queue_max // 2:
+                    ok = await self._drain_spill()
             if ok and self._prune_due and not self._closing:
                 n = await self._guard(self._prune_step(), "prune")
                 if n is None or n < self.prune_batch:
@@ -582,7 +650,7 @@ class TraceStore:
                     await self._guard(self._analyze(), "analyze")
             backoff = 0.0 if ok else min(self.max_backoff, max(0.05, backoff * 2))
             if self._closing:
-                if ok and not self._pending:
+                if ok and not self._pending and not self._spill_pending:
                     return
                 if not ok and backoff >= self.max_backoff:
                     # the fault did not clear while closing: count what is lost
@@ -613,7 +681,12 @@ class TraceStore:
                 await conn.execute("BEGIN IMMEDIATE")
                 try:
                     if traces:
-                        await conn.executemany(_INSERT_TRACE, list(traces.values()))
+                        starts = [r for r in traces.values() if r[5] == "running"]
+                        ends = [r for r in traces.values() if r[5] != "running"]
+                        if ends:
+                            await conn.executemany(_INSERT_TRACE, ends)
+                        if starts:
+                            await conn.executemany(_INSERT_TRACE_START, starts)
                     if inserts:
                         await conn.executemany(_INSERT_SPAN, inserts)
                     if updates:
@@ -759,7 +832,8 @@ class TraceStore:
         while not task.done():
             with self._cond:
                 settled = not self._pending
-            if settled and not self._writing and self._settled_upto >= target:
+            if (settled and not self._writing and self._settled_upto >= target
+                    and not self._spill_pending):
                 return True
             if deadline is not None and time.monotonic() >= deadline:
                 return False
@@ -977,6 +1051,8 @@ class TraceStore:
             "backpressure_waits": self.backpressure_waits,
             "written": self.written,
             "dropped": self.dropped,
+            "spilled": self.spilled,
+            "spill_queue": self._spill_pending,
             "write_errors": self.write_errors,
             "last_error": self.last_error,
             "last_error_ns": self.last_error_ns,
@@ -1067,3 +1143,14 @@ def _recover_interrupted(conn: sqlite3.Connection) -> int:
         conn.execute("ROLLBACK")
         raise
     return len(found)
+
+
+def _read_spill(path: Path) -> list[tuple[str, tuple]]:
+    records: list[tuple[str, tuple]] = []
+    with open(path, "rb") as f:
+        while True:
+            head = f.read(4)
+            if len(head) < 4:
+                return records
+            blob = f.read(int.from_bytes(head, "little"))
+            records.extend(pickle.loads(blob))  # our own file, written by this process
