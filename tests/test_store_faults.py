@@ -186,3 +186,35 @@ async def test_a_burst_beyond_the_queue_spills_to_disk_and_loses_nothing(tmp_pat
     assert count(db, "SELECT count(*) FROM traces WHERE status != 'running'") == 300
     assert count(db, "SELECT count(*) FROM spans") == 300 * 20
     assert not list(tmp_path.glob("*.spill*"))
+
+
+def test_a_spill_file_left_by_a_dead_process_is_written_at_the_next_open(tmp_path: Path) -> None:
+    db = tmp_path / "left.db"
+    script = f"""
+import asyncio, os
+from botrace.store import TraceStore
+from botrace.store.synthetic import feed, synthetic_traces
+async def main():
+    store = TraceStore({str(db)!r}, queue_max=200, block_timeout=0.0, flush_interval=5.0)
+    store.retention_days = 0
+    await store.open()
+    for t in synthetic_traces(50, spans=20):
+        feed(store, t)
+    store._spill_file.flush()
+    print(store.spilled, flush=True)
+    os._exit(1)
+asyncio.run(main())
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60, cwd=Path(__file__).resolve().parent.parent)
+    assert int(out.stdout.split()[0]) > 0
+    assert (tmp_path / "left.db.spill").exists()
+
+    async def reopen() -> None:
+        async with TraceStore(db) as store:
+            assert await store.flush(timeout=20)
+            assert store.health()["spill_queue"] == 0
+
+    asyncio.run(reopen())
+    assert count(db, "SELECT count(*) FROM spans") > 0
+    assert not (tmp_path / "left.db.spill").exists()

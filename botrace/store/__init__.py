@@ -176,6 +176,7 @@ class TraceStore:
         self._spill_file: Any = None
         self._spill_bytes = 0
         self._spill_pending = 0
+        self._draining = False
         self.spilled = 0
         self.unspilled = 0
         self.max_backoff = max_backoff
@@ -350,7 +351,7 @@ class TraceStore:
         except Exception as exc:  # a value the encoder cannot handle: count, never raise
             self._drop(1, "span serialisation failed", exc)
             return
-        self._put(self._p_spans, span.span_id, row)
+        self._put_span(span.span_id, row)
 
     @hookimpl
     def botrace_trace_finished(self, trace: Any) -> None:
@@ -487,7 +488,8 @@ class TraceStore:
             _dumps(attrs) if attrs else None, acc.cost,
         )
 
-    def _put(self, table: dict, key: str, row: tuple) -> None:
+    def _put_span(self, key: str, row: tuple) -> None:
+        # self._p_spans is read under the lock: the writer swaps it for a new dict
         with self._cond:
             if self._pending >= self.queue_max:
                 if not self._shedding:
@@ -506,7 +508,7 @@ class TraceStore:
                     self._shedding = True
                     self._spill_or_drop_locked([("s", row)], "span")
                     return
-            self._put_locked(table, key, row)
+            self._put_locked(self._p_spans, key, row)
 
     def _spill_or_drop_locked(self, records: list[tuple[str, tuple]], what: str) -> None:
         """Overflow goes to a spill file next to the database, read back by the writer
@@ -538,11 +540,18 @@ class TraceStore:
             self._spill_pending = 0
             return draining
 
-    async def _drain_spill(self) -> bool:
+    async def _drain_spill(self, path: Path | None = None) -> bool:
         """Write what was spilled, in transactions of ``spill_chunk`` records."""
-        path = self._take_spill()
+        path = path or self._take_spill()
         if path is None:
             return True
+        self._draining = True
+        try:
+            return await self._drain_file(path)
+        finally:
+            self._draining = False
+
+    async def _drain_file(self, path: Path) -> bool:
         records = await asyncio.to_thread(_read_spill, path)
         ok = True
         for i in range(0, len(records), self.spill_chunk):
@@ -611,6 +620,14 @@ class TraceStore:
 
     async def _writer(self) -> None:
         backoff = 0.0
+        # a previous process died with overflow on disk: those rows are still worth writing
+        for leftover in (self._spill_path.with_name(self._spill_path.name + ".draining"),
+                         self._spill_path):
+            if leftover.exists() and self._spill_file is None:
+                try:
+                    await self._drain_spill(leftover)
+                except (OSError, pickle.UnpicklingError, EOFError) as exc:
+                    self._note_error("unreadable spill file left as it was", exc)
         while True:
             if backoff:
                 # a fault: wait it out (new rows do not shorten the wait), unless closing
@@ -833,7 +850,7 @@ class TraceStore:
             with self._cond:
                 settled = not self._pending
             if (settled and not self._writing and self._settled_upto >= target
-                    and not self._spill_pending):
+                    and not self._spill_pending and not self._draining):
                 return True
             if deadline is not None and time.monotonic() >= deadline:
                 return False
