@@ -398,8 +398,8 @@ async def count_traces(conn: Any, since_ns: int | None, until_ns: int | None) ->
 
 # group_by -> (span_type it covers or None for all, the column that is the key)
 STAT_GROUPS: dict[str, tuple[str | None, str]] = {
-    "stage": ("pipeline_stage", "name"),
-    "plugin": ("plugin_call", "plugin"),
+    "stage": ("pipeline_stage", "gkey"),
+    "plugin": ("plugin_call", "gkey"),
     "tool": ("tool_call", "gkey"),
     "model": ("llm_call", "gkey"),
     "span_type": (None, "span_type"),
@@ -420,6 +420,9 @@ async def stats(conn: Any, group_by: Any = "stage", since_ns: Any = None, until_
     filters = filters or {}
     _check_keys(filters, STAT_FILTERS)
     span_type, column = STAT_GROUPS[group]
+    # by span type: group by (span_type, gkey, bucket) -- the index order, no sort -- and
+    # fold the keys together below
+    group_cols = "span_type, gkey, dur_bucket" if group == "span_type" else "k, dur_bucket"
     where = ["end_ns IS NOT NULL", f"{column} IS NOT NULL"]
     params: list[Any] = []
     if span_type is not None:
@@ -449,7 +452,7 @@ async def stats(conn: Any, group_by: Any = "stage", since_ns: Any = None, until_
         "sum(end_ns - start_ns), coalesce(sum(self_ns), 0), max(end_ns - start_ns), "
         "sum(input_tokens), sum(output_tokens), "
         "sum(cached_tokens), sum(cost_usd) "
-        f"FROM spans WHERE {' AND '.join(where)} GROUP BY k, dur_bucket"
+        f"FROM spans WHERE {' AND '.join(where)} GROUP BY {group_cols}"
     )
     async with conn.execute(sql, params) as cur:
         rows = await cur.fetchall()

@@ -84,7 +84,10 @@ CREATE INDEX spans_type_start ON spans(span_type, start_ns);
 # inserts land at the end of every index (time order), retention deletes key
 # ranges, and one trace's spans are one index range. Tags (plugin, span type,
 # model, tool of a trace) serve the list filters; plugin descriptions live once
-# in ``plugins`` instead of on every span.
+# in ``plugins`` instead of on every span. ``gkey`` is a span's statistics key (the model
+# of an llm_call, the tool of a tool_call, the plugin of a plugin_call, else its name),
+# and ``spans_stats`` holds every column the statistics read, in GROUP BY order, so
+# "p95 per model this week" is one pass over part of one index, no sort, no row lookups.
 _V1_TO_V2 = """
 CREATE TABLE spans_v2 (
     trace_start_ns INTEGER NOT NULL, trace_id TEXT NOT NULL, span_id TEXT NOT NULL,
@@ -98,13 +101,15 @@ INSERT INTO spans_v2 (trace_start_ns, trace_id, span_id, parent_id, name, span_t
                       gkey, start_ns, end_ns, status, input_tokens, output_tokens,
                       cached_tokens, data)
     SELECT t.start_ns, s.trace_id, s.span_id, s.parent_id, s.name, s.span_type, s.plugin,
-           coalesce(s.model, s.tool), s.start_ns, s.end_ns, s.status, s.input_tokens,
+           CASE s.span_type WHEN 'llm_call' THEN s.model WHEN 'tool_call' THEN s.tool
+                            WHEN 'plugin_call' THEN s.plugin ELSE s.name END, s.start_ns, s.end_ns, s.status, s.input_tokens,
            s.output_tokens, s.cached_tokens, s.data
     FROM spans s JOIN traces t ON t.trace_id = s.trace_id;
 DROP TABLE spans;
 ALTER TABLE spans_v2 RENAME TO spans;
 CREATE INDEX spans_trace ON spans(trace_start_ns, trace_id);
-CREATE INDEX spans_type_start ON spans(span_type, start_ns);
+CREATE INDEX spans_stats ON spans(span_type, gkey, dur_bucket, start_ns, status, end_ns, self_ns,
+                                  plugin, input_tokens, output_tokens, cached_tokens, cost_usd);
 ALTER TABLE traces ADD COLUMN cost_usd REAL NOT NULL DEFAULT 0;
 CREATE INDEX traces_duration ON traces(duration_ns);
 CREATE TABLE trace_tags (

@@ -447,7 +447,9 @@ class TraceStore:
             acc.tools[tool] = None
         return (
             span.trace.start_ns, trace_id, span.span_id, span.parent_id, span.name, span_type,
-            plugin.name if plugin is not None else None, model if tool is None else tool,
+            plugin.name if plugin is not None else None,
+            model if span_type == "llm_call" else tool if span_type == "tool_call" else
+            (plugin.name if plugin is not None else None) if span_type == "plugin_call" else span.name,
             start, end, status, tin, tout, tcached, self_ns, duration_bucket(duration), cost,
             _dumps(data) if data else None,
         )
@@ -467,7 +469,9 @@ class TraceStore:
         plugin = span.plugin
         return (
             span.trace.start_ns, span.trace.trace_id, span.span_id, span.parent_id, span.name,
-            span.span_type, plugin.name if plugin is not None else None, None,
+            span.span_type, plugin.name if plugin is not None else None,
+            span.name if span.span_type not in ("llm_call", "tool_call", "plugin_call") else
+            (plugin.name if plugin is not None else None) if span.span_type == "plugin_call" else None,
             span.start_ns, None, "running", 0, 0, 0, None, None, 0.0, None,
         )
 
