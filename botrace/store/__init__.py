@@ -279,8 +279,9 @@ class TraceStore:
                 self._note_error("writer ended", exc)
             self._writer_task = None
         if self._wconn is not None:
-            try:  # refresh the planner's statistics when they are stale (cheap when not)
-                await self._wconn.execute("PRAGMA optimize")
+            try:  # leave fresh planner statistics for the next reader (sampled: milliseconds)
+                await self._wconn.execute("PRAGMA analysis_limit = 400")
+                await self._wconn.execute("ANALYZE")
             except sqlite3.Error:
                 pass
         for conn in [*self._readers, self._wconn]:
