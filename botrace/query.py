@@ -24,6 +24,8 @@ __all__ = ["QueryError", "get_trace", "list_traces", "sessions", "stats", "users
 MAX_LIMIT = 500
 #: with combined or scanning filters, ``total`` counts at most this many matches
 TOTAL_CAP = 5_000
+#: below this many matches a duration filter is answered from the duration index
+RARE = 2_000
 STATUSES = frozenset({"ok", "error", "cancelled", "running", "interrupted"})
 SPAN_TYPES = frozenset({"message", "pipeline_stage", "plugin_call", "llm_call", "tool_call",
                         "subagent_call", "io_call", "custom"})
@@ -247,7 +249,7 @@ async def list_traces(conn: Any, filters: Mapping[str, Any] | None = None, limit
     count_source = "trace_tags g" if only_tag else source  # the tag index alone answers
     narrowing = set(f) - {"since_ns", "until_ns"}
     capped = False
-    if only_tag or (len(narrowing) <= 1 and not narrowing & {"q", "min_duration_ms"}):
+    if only_tag or (len(narrowing) <= 1 and "q" not in narrowing):
         # one indexed condition: an exact count is an index range count
         async with conn.execute(f"SELECT count(*) FROM {count_source}{cond}", params) as cur:
             total = (await cur.fetchone())[0]
@@ -264,6 +266,10 @@ async def list_traces(conn: Any, filters: Mapping[str, Any] | None = None, limit
         page_where.append(f"({ts} < ? OR ({ts} = ? AND {tid} < ?))")
         page_params += [after[0], after[0], after[1]]
     cond = (" WHERE " + " AND ".join(page_where)) if page_where else ""
+    if driver is None and "min_duration_ms" in f and total < RARE:
+        # few traces that slow: walk the duration index and sort them, rather than the
+        # time order skipping nearly every trace (the planner cannot tell the two apart)
+        source = "traces t INDEXED BY traces_duration"
     select = _TRACE_SELECT.replace(" FROM traces t", f" FROM {source}")
     sql = f"{select}{cond} ORDER BY {ts} DESC, {tid} DESC LIMIT ?"
     async with conn.execute(sql, [*page_params, limit + 1]) as cur:
