@@ -385,7 +385,7 @@ def _build_tree(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
 ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("GET", "/traces", "list_traces", "List traces, newest first, with filters and a cursor",
              list_traces, (LIMIT, CURSOR, *TRACE_FILTERS),
-             responses={"200": "{traces: [summary], next_cursor, total}"}),
+             responses={"200": "{traces: [summary], next_cursor, total, total_capped}"}),
     ApiRoute("GET", "/traces/{trace_id}", "get_trace", "One trace: summary and span tree",
              get_trace, (
                  Param("shape", "enum", "tree (nested children) or flat (start order)",

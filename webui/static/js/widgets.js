@@ -35,8 +35,9 @@ export function pager(onMore) {
   const el = h("div", { class: "pager" }, info, btn);
   return {
     el,
-    update(shown, total, hasMore, noun = "traces") {
-      info.textContent = `${fmtNum(shown)} of ${fmtNum(total)} ${noun}`;
+    update(shown, total, hasMore, noun = "traces", capped = false) {
+      // a capped total (the store stops counting combined filters at 5,000) reads "5,000+"
+      info.textContent = `${fmtNum(shown)} of ${fmtNum(total)}${capped ? "+" : ""} ${noun}`;
       btn.hidden = !hasMore;
     },
     busy(on) {
@@ -106,6 +107,7 @@ export function traceTable(getFilters, { emptyText = "No traces match.", maxRows
   const status = h("div", { class: "table-status" });
   let cursor = null;
   let total = 0;
+  let capped = false;
   let shown = 0;
   let generation = 0;
   let olderThan = null;
@@ -149,8 +151,11 @@ export function traceTable(getFilters, { emptyText = "No traces match.", maxRows
         shown++;
       }
       cursor = page.next_cursor;
-      if (!olderThan) total = page.total; // below a trim point the total counts only the older ones
-      pg.update(shown, total, !!cursor);
+      if (!olderThan) {  // below a trim point the total counts only the older ones
+        total = page.total;
+        capped = !!page.total_capped;
+      }
+      pg.update(shown, total, !!cursor, "traces", capped);
       if (shown === 0) status.append(emptyState(emptyText));
     } catch (err) {
       if (gen !== generation) return;
@@ -191,7 +196,7 @@ export function traceTable(getFilters, { emptyText = "No traces match.", maxRows
     total++;
     clear(status);
     trim();
-    pg.update(shown, total, !!cursor || !!olderThan);
+    pg.update(shown, total, !!cursor || !!olderThan, "traces", capped);
   }
 
   // a page left open on a busy host keeps at most MAX_ROWS rows: the oldest go, and
