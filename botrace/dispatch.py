@@ -147,9 +147,6 @@ class Dispatcher:
         self.faults("queue_full", "botrace: event queue full (%d); dropping new spans", self.max_events)
         self._wake.set()
 
-    def wake(self) -> None:
-        self._wake.set()
-
     # -- lifecycle ------------------------------------------------------------
 
     def start(self) -> None:

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from botrace.schema import bucket_value_ns
+from botrace.tree import build_tree
 
 __all__ = ["QueryError", "get_trace", "list_traces", "sessions", "stats", "users"]
 
@@ -308,21 +309,6 @@ def span_dict(row: Any, plugins: Mapping[str, dict]) -> dict[str, Any]:
     }
 
 
-def build_tree(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Nest flat span dicts (start order) under their parents; orphans become roots."""
-    by_id = {s["span_id"]: s for s in spans}
-    roots = []
-    for s in spans:
-        s["children"] = []
-    for s in spans:
-        parent = by_id.get(s["parent_id"]) if s["parent_id"] else None
-        if parent is None or parent is s:
-            roots.append(s)
-        else:
-            parent["children"].append(s)
-    return roots
-
-
 async def get_trace(conn: Any, trace_id: Any, *, flat: bool = False,
                     tree_only: bool = False) -> dict[str, Any] | None:
     tid = _text_param("trace_id", trace_id)
@@ -357,18 +343,25 @@ async def get_trace(conn: Any, trace_id: Any, *, flat: bool = False,
     return out
 
 
+def _time_range(since_ns: int | None, until_ns: int | None) -> tuple[list[str], list[Any]]:
+    """WHERE clauses and bound values for ``since_ns <= start_ns < until_ns`` (either open)."""
+    where: list[str] = []
+    params: list[Any] = []
+    if since_ns is not None:
+        where.append("start_ns >= ?")
+        params.append(since_ns)
+    if until_ns is not None:
+        where.append("start_ns < ?")
+        params.append(until_ns)
+    return where, params
+
+
 async def iter_traces(conn: Any, since_ns: int | None, until_ns: int | None,
                       batch: int = 200) -> AsyncIterator[dict[str, Any]]:
     """Stored traces (summary + flat spans) in a time range, oldest first."""
     after: tuple[int, str] | None = None
     while True:
-        where, params = [], []
-        if since_ns is not None:
-            where.append("start_ns >= ?")
-            params.append(since_ns)
-        if until_ns is not None:
-            where.append("start_ns < ?")
-            params.append(until_ns)
+        where, params = _time_range(since_ns, until_ns)
         if after is not None:
             where.append("(start_ns > ? OR (start_ns = ? AND trace_id > ?))")
             params += [after[0], after[0], after[1]]
@@ -388,13 +381,7 @@ async def iter_traces(conn: Any, since_ns: int | None, until_ns: int | None,
 
 
 async def count_traces(conn: Any, since_ns: int | None, until_ns: int | None) -> int:
-    where, params = [], []
-    if since_ns is not None:
-        where.append("start_ns >= ?")
-        params.append(since_ns)
-    if until_ns is not None:
-        where.append("start_ns < ?")
-        params.append(until_ns)
+    where, params = _time_range(since_ns, until_ns)
     cond = (" WHERE " + " AND ".join(where)) if where else ""
     async with conn.execute(f"SELECT count(*) FROM traces{cond}", params) as cur:
         return (await cur.fetchone())[0]
@@ -434,12 +421,9 @@ async def stats(conn: Any, group_by: Any = "stage", since_ns: Any = None, until_
     if span_type is not None:
         where.append("span_type = ?")
         params.append(span_type)
-    if since is not None:
-        where.append("start_ns >= ?")
-        params.append(since)
-    if until is not None:
-        where.append("start_ns < ?")
-        params.append(until)
+    range_where, range_params = _time_range(since, until)
+    where += range_where
+    params += range_params
     plugin = _text_param("plugin", filters.get("plugin"))
     if plugin is not None:
         where.append("plugin = ?")

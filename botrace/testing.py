@@ -23,7 +23,7 @@ on leaving the block it ends the root and delivers every event to an
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from botrace.attribution import PluginRef
@@ -159,10 +159,3 @@ class capture_spans:
 
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         self.__exit__(exc_type, exc, tb)
-
-
-def iter_tree(span: Span) -> Iterator[Span]:
-    """Depth-first walk over a live span and its children."""
-    yield span
-    for child in list(span.children):
-        yield from iter_tree(child)

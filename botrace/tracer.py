@@ -208,9 +208,6 @@ class Tracer:
         self._started = True
         self._dispatcher.start()
 
-    def _wake(self) -> None:
-        self._dispatcher.wake()
-
     def _queue_full(self) -> None:
         self._dispatcher.note_dropped()
 

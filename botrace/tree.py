@@ -19,6 +19,8 @@ def build_tree(spans: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     roots = []
     for node in nodes.values():
         parent = nodes.get(node.get("parent_id")) if node.get("parent_id") else None
+        if parent is node:  # a corrupt row naming itself: keep it visible as a root
+            parent = None
         (parent["children"] if parent is not None else roots).append(node)
     for node in nodes.values():
         node["children"].sort(key=lambda n: (n.get("start_ns") or 0))

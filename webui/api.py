@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from botrace.tree import build_tree
 from webui import keys
 from webui.download import trace_to_otlp_json
 from webui.livehub import heartbeat_frame, sse_frame
@@ -142,7 +143,7 @@ async def get_trace(request: web.Request) -> web.Response:
     if q["shape"] == "flat":
         out["spans"] = spans
     else:
-        out["tree"] = _build_tree(spans)
+        out["tree"] = build_tree(spans)
     return _json(out)
 
 
@@ -370,16 +371,6 @@ def _without_values(span: dict[str, Any]) -> dict[str, Any]:
 
 _ROW_META = ("model", "provider", "tool_name", "agent_name", "stage", "handler_name",
              "input_tokens", "output_tokens", "cached_tokens", "ttft_ms", "cost_usd")
-
-
-def _build_tree(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    nodes = {s["span_id"]: {**s, "children": []} for s in spans}
-    roots = []
-    for s in spans:
-        node = nodes[s["span_id"]]
-        parent = nodes.get(s.get("parent_id") or "")
-        (parent["children"] if parent is not None else roots).append(node)
-    return roots
 
 
 ROUTES: tuple[ApiRoute, ...] = (

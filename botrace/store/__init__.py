@@ -46,6 +46,7 @@ from botrace.schema import (
     TAGS_FROM_SPANS_ONE,
     duration_bucket,
 )
+from botrace.span import TRACE_FIELDS
 
 __all__ = ["QueryError", "StoreError", "TraceStore"]
 
@@ -82,7 +83,6 @@ _INSERT_TRACE = (
 # may be written after its finish
 _INSERT_TRACE_START = _INSERT_TRACE.replace("INSERT OR REPLACE", "INSERT OR IGNORE")
 _INSERT_TAG = "INSERT OR IGNORE INTO trace_tags (start_ns, trace_id, kind, value) VALUES (?, ?, ?, ?)"
-_TRACE_FIELDS = ("umo", "sender", "user_id", "session_id", "outline", "agent_type", "platform")
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=repr).encode
 
 
@@ -480,7 +480,7 @@ class TraceStore:
                    end_ns: int | None, acc: _TraceAcc) -> tuple:
         attrs = dict(attrs)
         cols = []
-        for key in _TRACE_FIELDS:
+        for key in TRACE_FIELDS:
             value = attrs.pop(key, None)
             cols.append(None if value is None else str(value))
         start = trace.start_ns
