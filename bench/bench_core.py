@@ -48,10 +48,14 @@ def bench_off(repeat: int) -> dict[str, float]:
         return x
 
     traced = span_record("trivial")(bare)
-    n = 1_000_000
-    loop_only = best_ns(lambda: None, n, repeat)
-    bare_ns = best_ns(lambda: bare(1), n, repeat) - loop_only
-    traced_ns = best_ns(lambda: traced(1), n, repeat) - loop_only
+    n = 200_000
+    loop_only = bare_ns = traced_ns = float("inf")
+    for _ in range(3 * repeat):  # alternating rounds, best of each (see bench_on)
+        loop_only = min(loop_only, best_ns(lambda: None, n, 1))
+        bare_ns = min(bare_ns, best_ns(lambda: bare(1), n, 1))
+        traced_ns = min(traced_ns, best_ns(lambda: traced(1), n, 1))
+    bare_ns -= loop_only
+    traced_ns -= loop_only
     return {"bare_ns": bare_ns, "traced_ns": traced_ns, "overhead_ns": traced_ns - bare_ns}
 
 
@@ -94,9 +98,13 @@ def bench_on(repeat: int) -> dict[str, float]:
                     s.set_attribute("a", 1)
                     s.set_attribute("b", "two")
 
-    n = 400  # messages per round
-    theirs_ns = best_ns(theirs, n, repeat) / 50
-    ours_ns = best_ns(ours, n, repeat) / 50
+    # Rounds alternate between the two, so a burst of load from elsewhere on
+    # this shared machine hits both sides alike; the best round of each counts.
+    n = 200  # messages per round
+    theirs_ns = ours_ns = float("inf")
+    for _ in range(2 * repeat):
+        theirs_ns = min(theirs_ns, best_ns(theirs, n, 1) / 50)
+        ours_ns = min(ours_ns, best_ns(ours, n, 1) / 50)
     tracer.close()
     provider.shutdown()
     return {"botrace_ns": ours_ns, "otel_ns": theirs_ns, "speedup": theirs_ns / ours_ns}

@@ -104,16 +104,18 @@ def _announce(trace: Any, out: list[tuple[int, Any]]) -> None:
         out.extend((SPAN_STARTED, span) for span in spans[start:end])
 
 
-class _Target:
-    __slots__ = ("argname", "errors", "function", "hook", "name", "slow")
+class _Sink:
+    """One sink's event hooks, indexed by event kind (None where it has no such hook)."""
 
-    def __init__(self, name: str, hook: str, function: Callable, argname: str | None) -> None:
+    __slots__ = ("calls", "name")
+
+    def __init__(self, name: str) -> None:
         self.name = name
-        self.hook = hook
-        self.function = function
-        self.argname = argname
-        self.errors = 0
-        self.slow = 0
+        self.calls: list[Callable[[Any], Any] | None] = [None] * len(_HOOKS)
+
+
+def _no_argument(function: Callable[[], Any]) -> Callable[[Any], Any]:
+    return lambda obj: function()
 
 
 class Dispatcher:
@@ -132,8 +134,8 @@ class Dispatcher:
         self._busy = False
         self._stop = False
         self._thread: threading.Thread | None = None
-        self._targets: dict[int, list[_Target]] = {}
-        self._grouped: list[dict[int, _Target]] | None = None
+        self._sinks: list[_Sink] = []
+        self._wants_starts = False  # does any sink implement botrace_span_started?
         self._sink_errors: dict[str, int] = {}
         self._sink_slow: dict[str, int] = {}
         self._drain_lock = threading.Lock()
@@ -199,18 +201,18 @@ class Dispatcher:
 
     def refresh(self) -> None:
         """Re-read which sinks implement which hook (after register/unregister)."""
-        targets: dict[int, list[_Target]] = {}
+        sinks: dict[str, _Sink] = {}
         for kind, (hook_name, argname) in _HOOKS.items():
-            row = []
             for impl in getattr(self._pm.hook, hook_name).get_hookimpls():
                 names = impl.argnames
                 if names and names != (argname,):
                     continue  # pluggy has already rejected such an impl at register
-                row.append(_Target(impl.plugin_name, hook_name, impl.function,
-                                   argname if names else None))
-            targets[kind] = row
-        self._targets = targets
-        self._grouped = None
+                sink = sinks.get(impl.plugin_name)
+                if sink is None:
+                    sink = sinks[impl.plugin_name] = _Sink(impl.plugin_name)
+                sink.calls[kind] = impl.function if names else _no_argument(impl.function)
+        self._sinks = list(sinks.values())
+        self._wants_starts = any(sink.calls[SPAN_STARTED] is not None for sink in self._sinks)
 
     def drain(self) -> int:
         """Dispatch everything queued now, in order; returns how many events."""
@@ -234,30 +236,29 @@ class Dispatcher:
             # Take a batch, then give it to one sink after another: each sink
             # sees the events in order, and timing a sink costs two clock reads
             # per batch rather than per event.
-            batch = self._with_starts([queue.popleft() for _ in range(min(len(queue), _BATCH))])
+            batch = [queue.popleft() for _ in range(min(len(queue), _BATCH))]
+            if self._wants_starts:
+                batch = self._with_starts(batch)
+            elif self._running:
+                self._running.clear()  # nobody listens to starts any more
             if not batch:
                 break
-            for targets in self._by_sink():
+            for sink in self._sinks:
+                calls = sink.calls
                 started = time.perf_counter()
                 for kind, obj in batch:
-                    target = targets.get(kind)
-                    if target is None:
+                    call = calls[kind]
+                    if call is None:
                         continue
                     try:
-                        if target.argname is None:
-                            target.function()
-                        else:
-                            target.function(obj)
+                        call(obj)
                     except Exception:
-                        self._sink_errors[target.name] = self._sink_errors.get(target.name, 0) + 1
-                        self.faults(f"{target.name}.{target.hook}", "botrace: sink %s failed in %s",
-                                    target.name, target.hook, exc_info=True)
+                        self._sink_failed(sink.name, _HOOKS[kind][0])
                 elapsed = time.perf_counter() - started
                 if elapsed > _SLOW_CALL_S:
-                    name = next(iter(targets.values())).name
-                    self._sink_slow[name] = self._sink_slow.get(name, 0) + 1
-                    self.faults(f"{name}.slow", "botrace: sink %s took %.1fs for %d events",
-                                name, elapsed, len(batch))
+                    self._sink_slow[sink.name] = self._sink_slow.get(sink.name, 0) + 1
+                    self.faults(f"{sink.name}.slow", "botrace: sink %s took %.1fs for %d events",
+                                sink.name, elapsed, len(batch))
             done += len(batch)
             if not queue:
                 break
@@ -293,16 +294,9 @@ class Dispatcher:
             _announce(trace, out)
         return out
 
-    def _by_sink(self) -> list[dict[int, _Target]]:
-        """The hook targets grouped per sink: [{event kind: target}, ...]."""
-        if self._grouped is not None:
-            return self._grouped
-        grouped: dict[str, dict[int, _Target]] = {}
-        for kind, row in self._targets.items():
-            for target in row:
-                grouped.setdefault(target.name, {})[kind] = target
-        self._grouped = list(grouped.values())
-        return self._grouped
+    def _sink_failed(self, name: str, hook: str) -> None:
+        self._sink_errors[name] = self._sink_errors.get(name, 0) + 1
+        self.faults(f"{name}.{hook}", "botrace: sink %s failed in %s", name, hook, exc_info=True)
 
     def health(self) -> dict[str, Any]:
         return {

@@ -61,7 +61,7 @@ class Limits:
     extra_redact_keys: tuple[str, ...] = ()
 
 
-_secret_cache: dict[str, bool] = {}
+secret_key_cache: dict[str, bool] = {}
 
 
 def is_secret_key(key: str, extra: tuple[str, ...] = ()) -> bool:
@@ -70,11 +70,11 @@ def is_secret_key(key: str, extra: tuple[str, ...] = ()) -> bool:
     Identifiers stay visible: ``session_id``, ``user_id``, ``umo``,
     ``input_tokens`` and ``max_tokens`` are not secrets.
     """
-    secret = _secret_cache.get(key)
+    secret = secret_key_cache.get(key)
     if secret is None:
         secret = _secret_by_words(key)
-        if len(_secret_cache) < 4096:  # keys repeat; a bounded cache keeps this ~50 ns
-            _secret_cache[key] = secret
+        if len(secret_key_cache) < 4096:  # keys repeat; a bounded cache keeps this ~50 ns
+            secret_key_cache[key] = secret
     if secret:
         return True
     if extra:
@@ -106,48 +106,14 @@ def safe_repr(value: Any, max_len: int) -> str:
 
 
 _SCALARS = (bool, int, float, type(None))
-_FLAT = frozenset({bool, int, type(None)})
 
 
-def make_safe_sized(values: dict[str, Any], limits: Limits) -> tuple[dict[str, Any], bool, int]:
-    """:func:`make_safe` for a fresh ``dict`` of values, plus its approximate size in bytes.
-
-    The common case, a handful of short strings and numbers under ordinary
-    keys, is checked in one flat loop and the dict is used as it is; anything
-    else takes the full walk.
-    """
-    flat = _flat_size(values, limits)
-    if flat >= 0:
-        return values, False, flat
-    safe, cut = make_safe(values, limits)
-    return safe, cut, approx_size(safe)
-
-
-def _flat_size(values: dict[str, Any], limits: Limits) -> int:
-    """Size of ``values`` if it needs no change (short strings, numbers, plain keys), else -1."""
-    if limits.extra_redact_keys or not limits.redact:
-        return -1
-    cache = _secret_cache
-    max_string = limits.max_string
-    size = 24 * len(values)
-    for key, value in values.items():
-        if cache.get(key) is not False:  # unknown, secret, or not a string key
-            return -1
-        kind = type(value)
-        if kind is str:
-            n = len(value)
-            if n > max_string or (n > 10 and value[:2] in _SECRET_VALUE_STARTS):
-                return -1
-            size += n
-        elif kind is float:
-            if value - value != 0.0:  # NaN and infinities are not JSON
-                return -1
-        elif kind not in _FLAT:
-            return -1
-    return size
-
-
-_SECRET_VALUE_STARTS = frozenset({"Be", "sk", "gh"})
+#: What the span setters' flat fast path (botrace.span) needs to know without a
+#: call: value types that are always JSON-ready as they are, the first two
+#: characters every ``_SECRET_VALUE`` match starts with, and the cache of keys
+#: already classified (key -> is a secret; a key not in it needs the full walk).
+FLAT_TYPES = frozenset({bool, int, type(None)})
+SECRET_VALUE_PREFIXES = frozenset({"Be", "sk", "gh"})
 
 
 def make_safe(value: Any, limits: Limits) -> tuple[Any, bool]:

@@ -34,6 +34,7 @@ from botrace.span import NULL_SPAN, NullSpan, Span, SpanType
 __all__ = ["span_context", "span_record"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+_get_current = current_span_var.get
 _PREFIX = "_botrace_"
 
 
@@ -51,13 +52,23 @@ def span_context(name: str, span_type: str = SpanType.CUSTOM, *,
     The span belongs to ``plugin`` if given, else to the plugin owning
     ``module`` if given, else to the plugin of the span it is opened in.
     """
-    parent = current_span_var.get()
+    parent = _get_current()
     if parent is None:
         return NULL_SPAN
-    if plugin is not None and not isinstance(plugin, PluginRef):
+    # Span.start_child, inlined: this runs once per span on the host's path.
+    trace = parent.trace
+    seq = next(trace._seq)
+    if seq >= trace._max_spans or len(trace._queue) >= trace._queue_max:
+        trace._refuse_span(seq)
+        return NULL_SPAN
+    if plugin is None:
+        plugin = parent.plugin if module is None else (
+            trace.tracer.plugins.resolve(module) or parent.plugin)
+    elif not isinstance(plugin, PluginRef):
         plugin = _plugin_for(parent, plugin)
-    span = parent.start_child(name, span_type, plugin, module)
-    return NULL_SPAN if span is None else span
+    span = Span(trace, name, span_type, parent._id, plugin, seq)
+    trace.spans.append(span)
+    return span
 
 
 def _plugin_for(parent: Span, plugin: str | PluginRef | None) -> PluginRef | None:

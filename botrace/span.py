@@ -19,7 +19,15 @@ from time import time_ns
 from typing import TYPE_CHECKING, Any
 
 from botrace.context import current_span_var
-from botrace.limits import Limits, make_safe, make_safe_sized, safe_repr
+from botrace.limits import (
+    FLAT_TYPES,
+    SECRET_VALUE_PREFIXES,
+    Limits,
+    approx_size,
+    make_safe,
+    safe_repr,
+    secret_key_cache,
+)
 
 if TYPE_CHECKING:
     from botrace.attribution import PluginRef
@@ -59,6 +67,9 @@ TRACE_FIELDS = ("umo", "sender", "user_id", "session_id", "outline", "agent_type
 _OUTLINE_MAX = 500
 _MASK64 = (1 << 64) - 1
 _BUDGET_NOTE = "[dropped: trace byte budget exceeded]"
+_known_key = secret_key_cache.get
+_set_current = current_span_var.set
+_reset_current = current_span_var.reset
 
 
 def _new_trace_id() -> str:
@@ -73,8 +84,8 @@ class Trace:
     ``truncated``), never silently lost.
     """
 
-    __slots__ = ("_announced", "_append", "_bytes", "_dropped", "_id_base", "_max_bytes", "_max_spans",
-                 "_queue", "_queue_max", "_seq",
+    __slots__ = ("_announced", "_append", "_bytes", "_dropped", "_flat_ok", "_id_base", "_max_bytes",
+                 "_max_spans", "_max_string", "_queue", "_queue_max", "_seq",
                  "attributes", "end_ns", "limits", "name", "root", "spans", "start_ns", "trace_id",
                  "tracer", "truncated")
 
@@ -86,6 +97,9 @@ class Trace:
         self.limits = limits
         self._max_spans = limits.max_spans
         self._max_bytes = limits.max_trace_bytes
+        self._max_string = limits.max_string
+        # Extra redaction fragments, or no redaction, need the full walk.
+        self._flat_ok = limits.redact and not limits.extra_redact_keys
         # Span ids: a random 64-bit base per trace plus the span's sequence
         # number. Unique within the trace (what W3C, OTLP and Zipkin need) and
         # cheaper than drawing 64 random bits per span.
@@ -108,7 +122,7 @@ class Trace:
         self.attributes: dict[str, Any] = {}
         if attributes:
             self.set_attributes(attributes)
-        self.root: Span = Span(self, name, SpanType.MESSAGE, 0, None, next(self._seq))
+        self.root: Span = Span(self, name, SpanType.MESSAGE, None, None, next(self._seq))
         self.start_ns = self.root.start_ns
         self.end_ns: int | None = None
         self.spans.append(self.root)
@@ -129,11 +143,12 @@ class Trace:
         if cut:
             self.truncated = True
 
-    def _drop_span(self, queue_full: bool = False) -> None:
+    def _refuse_span(self, seq: int) -> None:
+        """Count a span not recorded: the span budget is spent or the tracer's queue is full."""
         with _drop_lock:
             self._dropped += 1
         self.truncated = True
-        if queue_full:
+        if seq < self._max_spans:
             self.tracer._queue_full()
 
     def _finished(self, end_ns: int) -> None:
@@ -202,6 +217,7 @@ class Trace:
 
 
 _drop_lock = threading.Lock()
+_RUNNING, _OK = Status.RUNNING, Status.OK
 
 
 def _int(value: Any) -> int:
@@ -217,22 +233,23 @@ class Span:
     ``GeneratorExit`` (a generator closed early) ends it as ``ok``.
     """
 
-    # Ids are kept as ints and formatted as hex only when read (to_dict, sinks):
-    # formatting is a third of the cost of creating a span.
+    # ``_id`` is the span's sequence number in its trace and ``_parent`` its
+    # parent's (None for the root); the 64-bit W3C id is derived from them and
+    # the trace's random base, and formatted, only when read (to_dict, sinks).
     __slots__ = ("_id", "_parent", "_token", "end_ns", "error", "events", "input", "meta", "name",
                  "output", "plugin", "span_type", "start_ns", "status", "trace", "truncated")
 
-    def __init__(self, trace: Trace, name: str, span_type: str, parent: int,
+    def __init__(self, trace: Trace, name: str, span_type: str, parent: int | None,
                  plugin: PluginRef | None, seq: int) -> None:
         self.trace = trace
-        self._id = ((trace._id_base + seq) & _MASK64) or 1
+        self._id = seq
         self._parent = parent
         self.name = name
         self.span_type = span_type
         self.plugin = plugin
         self.start_ns = time_ns()
         self.end_ns: int | None = None
-        self.status = Status.RUNNING
+        self.status = _RUNNING
         self.error: dict[str, str] | None = None
         self.input: dict[str, Any] | None = None
         self.output: dict[str, Any] | None = None
@@ -252,11 +269,8 @@ class Span:
         """
         trace = self.trace
         seq = next(trace._seq)
-        if seq >= trace._max_spans:
-            trace._drop_span()
-            return None
-        if len(trace._queue) >= trace._queue_max:
-            trace._drop_span(queue_full=True)
+        if seq >= trace._max_spans or len(trace._queue) >= trace._queue_max:
+            trace._refuse_span(seq)
             return None
         if plugin is None:
             if module is not None:
@@ -275,11 +289,12 @@ class Span:
 
     @property
     def span_id(self) -> str:
-        return f"{self._id:016x}"
+        return _hex_id(self.trace._id_base, self._id)
 
     @property
     def parent_id(self) -> str | None:
-        return f"{self._parent:016x}" if self._parent else None
+        parent = self._parent
+        return None if parent is None else _hex_id(self.trace._id_base, parent)
 
     @property
     def children(self) -> list[Span]:
@@ -291,24 +306,7 @@ class Span:
     def duration_ns(self) -> int | None:
         return None if self.end_ns is None else self.end_ns - self.start_ns
 
-    def _merge(self, current: dict | None, values: dict[str, Any]) -> dict | None:
-        """Make ``values`` safe, charge them to the trace's byte budget, merge into ``current``."""
-        trace = self.trace
-        safe, cut, size = make_safe_sized(values, trace.limits)
-        if cut:
-            self.truncated = trace.truncated = True
-        total = trace._bytes + size
-        if total > trace._max_bytes:
-            self.truncated = trace.truncated = True
-            safe = dict.fromkeys(safe, _BUDGET_NOTE)
-        else:
-            trace._bytes = total
-        if current is None:
-            return safe
-        current.update(safe)
-        return current
-
-    # The three setters repeat two lines rather than share a helper: they are
+    # The three setters repeat four lines rather than share a helper: they are
     # on the host's path and a call costs more than the lines.
     def set_input(self, mapping: Mapping[str, Any] | None = None, /, **values: Any) -> Span:
         """Record inputs (merged with earlier ones): ``span.set_input(url=url)``.
@@ -318,7 +316,11 @@ class Span:
         if mapping:
             values = {**mapping, **values}
         if values and self.end_ns is None:
-            self.input = self._merge(self.input, values)
+            current = self.input
+            if current is None:
+                self.input = _admit(self, values)
+            else:
+                current.update(_admit(self, values))
         return self
 
     def set_output(self, mapping: Mapping[str, Any] | None = None, /, **values: Any) -> Span:
@@ -326,7 +328,11 @@ class Span:
         if mapping:
             values = {**mapping, **values}
         if values and self.end_ns is None:
-            self.output = self._merge(self.output, values)
+            current = self.output
+            if current is None:
+                self.output = _admit(self, values)
+            else:
+                current.update(_admit(self, values))
         return self
 
     def set_meta(self, mapping: Mapping[str, Any] | None = None, /, **values: Any) -> Span:
@@ -334,7 +340,11 @@ class Span:
         if mapping:
             values = {**mapping, **values}
         if values and self.end_ns is None:
-            self.meta = self._merge(self.meta, values)
+            current = self.meta
+            if current is None:
+                self.meta = _admit(self, values)
+            else:
+                current.update(_admit(self, values))
         return self
 
     def set_usage(self, input_tokens: int | None = None, output_tokens: int | None = None,
@@ -349,7 +359,7 @@ class Span:
         """A timestamped point in the span's life (a retry, a cache miss, a first token)."""
         if self.end_ns is None:
             event = {"name": str(name), "time_ns": time_ns(),
-                     "attributes": self._merge(None, attributes) if attributes else {}}
+                     "attributes": _admit(self, attributes) if attributes else {}}
             if self.events is None:
                 self.events = [event]
             elif len(self.events) < self.trace.limits.max_items:
@@ -395,7 +405,7 @@ class Span:
             self.error = _describe_error(exc, self.trace.limits)
 
     def __enter__(self) -> Span:
-        self._token = current_span_var.set(self)
+        self._token = _set_current(self)
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
@@ -403,20 +413,20 @@ class Span:
         if token is not None:
             self._token = None
             try:
-                current_span_var.reset(token)
+                _reset_current(token)
             except ValueError:
                 _restore_elsewhere(token)
-        if exc is not None or self.end_ns is not None or self is self.trace.root:
-            self.end(exc)
+        if exc is not None or self.end_ns is not None or self._parent is None:
+            self.end(exc)  # an error, a second end, or the root (which ends the trace)
             return
         # The common exit, inlined from end(): it runs once per span.
-        if self.status == Status.RUNNING:
-            self.status = Status.OK
+        if self.status == _RUNNING:
+            self.status = _OK
         self.end_ns = time_ns()
         self.trace._append((SPAN_FINISHED, self))
 
     async def __aenter__(self) -> Span:
-        self._token = current_span_var.set(self)
+        self._token = _set_current(self)
         return self
 
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
@@ -432,10 +442,12 @@ class Span:
         """JSON-ready dict (see docs/ARCHITECTURE.md); safe to call from another thread."""
         end_ns = self.end_ns
         plugin = self.plugin
+        trace = self.trace
+        parent = self._parent
         return {
-            "trace_id": self.trace.trace_id,
-            "span_id": f"{self._id:016x}",
-            "parent_id": f"{self._parent:016x}" if self._parent else None,
+            "trace_id": trace.trace_id,
+            "span_id": _hex_id(trace._id_base, self._id),
+            "parent_id": None if parent is None else _hex_id(trace._id_base, parent),
             "name": self.name,
             "span_type": self.span_type,
             "start_ns": self.start_ns,
@@ -453,6 +465,58 @@ class Span:
 
     def __repr__(self) -> str:
         return f"<Span {self.name!r} {self.span_type} {self.status} id={self.span_id}>"
+
+
+def _admit(span: Span, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` (a dict the caller owns) made safe and charged to the trace's byte budget.
+
+    The common case, a few short strings and numbers under keys already known
+    not to be secrets, is checked in one flat loop and ``values`` is kept as
+    it is; anything else goes through :func:`~botrace.limits.make_safe`.
+    """
+    trace = span.trace
+    size = 24 * len(values)
+    if trace._flat_ok:
+        known = _known_key
+        max_string = trace._max_string
+        for key, value in values.items():
+            if known(key) is not False:  # unknown, secret, or not a string key
+                break
+            kind = type(value)
+            if kind is str:
+                n = len(value)
+                if n > max_string or (n > 10 and value[:2] in SECRET_VALUE_PREFIXES):
+                    break
+                size += n
+            elif kind is float:
+                if value - value != 0.0:  # NaN and infinities are not JSON
+                    break
+            elif kind not in FLAT_TYPES:
+                break
+        else:
+            total = trace._bytes + size
+            if total <= trace._max_bytes:
+                trace._bytes = total
+                return values
+            return _over_budget(span, values)
+    safe, cut = make_safe(values, trace.limits)
+    if cut:
+        span.truncated = trace.truncated = True
+    total = trace._bytes + approx_size(safe)
+    if total > trace._max_bytes:
+        return _over_budget(span, safe)
+    trace._bytes = total
+    return safe
+
+
+def _over_budget(span: Span, values: dict[str, Any]) -> dict[str, Any]:
+    span.truncated = span.trace.truncated = True
+    return dict.fromkeys(values, _BUDGET_NOTE)
+
+
+def _hex_id(base: int, seq: int) -> str:
+    """The W3C span id of the span numbered ``seq`` in a trace whose id base is ``base``."""
+    return f"{((base + seq) & _MASK64) or 1:016x}"
 
 
 def _copy(value: dict | None) -> dict:

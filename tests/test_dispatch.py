@@ -117,3 +117,45 @@ def test_flush_waits_for_the_dispatcher_thread(tracer, sink):
     assert tracer.flush(timeout=5)
     assert len(sink.traces) == 1
     assert time.monotonic() - start < 5
+
+
+class FinishOnly:
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    @hookimpl
+    def botrace_span_finished(self, span):
+        self.names.append(span.name)
+
+
+class StartOnly:
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    @hookimpl
+    def botrace_span_started(self, span):
+        self.names.append(span.name)
+
+
+def test_starts_are_derived_only_while_a_sink_listens_for_them():
+    tracer = Tracer({"trace_enable": True}, load_entrypoints=False)
+    finishes = FinishOnly()
+    tracer.register(finishes, name="finishes")
+    with tracer.start_trace("quiet"), span_context("a"):
+        pass
+    tracer.flush()
+    assert finishes.names == ["a", "quiet"]
+    assert not tracer._dispatcher._running  # nothing tracked for starts nobody wants
+
+    starts = StartOnly()
+    tracer.register(starts, name="starts")
+    root = tracer.start_trace("listened")
+    with root, span_context("b"):
+        with span_context("c"):
+            tracer.flush()
+            # a running trace's open spans are announced while it runs
+            assert starts.names == ["listened", "b", "c"]
+    tracer.flush()
+    assert starts.names == ["listened", "b", "c"]
+    assert finishes.names == ["a", "quiet", "c", "b", "listened"]
+    tracer.close()
