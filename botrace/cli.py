@@ -72,8 +72,8 @@ def _list_hooks(args: argparse.Namespace) -> int:
     from botrace.tracer import Tracer
 
     tracer = Tracer()
-    for name in sorted(n for n in dir(tracer.hook) if n.startswith("botrace_")):
-        impls = [impl.plugin_name for impl in getattr(tracer.hook, name).get_hookimpls()]
+    for name in sorted(n for n in dir(tracer.pm.hook) if n.startswith("botrace_")):
+        impls = [impl.plugin_name for impl in getattr(tracer.pm.hook, name).get_hookimpls()]
         print(f"{name}: {', '.join(impls) or '-'}")
     return 0
 

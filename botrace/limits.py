@@ -105,15 +105,17 @@ def safe_repr(value: Any, max_len: int) -> str:
     return text
 
 
-_SCALARS = (bool, int, float, type(None))
-
-
 #: What the span setters' flat fast path (botrace.span) needs to know without a
 #: call: value types that are always JSON-ready as they are, the first two
 #: characters every ``_SECRET_VALUE`` match starts with, and the cache of keys
 #: already classified (key -> is a secret; a key not in it needs the full walk).
 FLAT_TYPES = frozenset({bool, int, type(None)})
 SECRET_VALUE_PREFIXES = frozenset({"Be", "sk", "gh"})
+# Tuples, not ``a | b`` unions: a union is built anew each time the line runs.
+_SETS = (set, frozenset)
+_SEQUENCES = (list, tuple, set, frozenset)
+_BYTES = (bytes, bytearray, memoryview)
+_NUMBERS = (bool, int, float)
 
 
 def make_safe(value: Any, limits: Limits) -> tuple[Any, bool]:
@@ -124,103 +126,180 @@ def make_safe(value: Any, limits: Limits) -> tuple[Any, bool]:
     ``"[cycle]"``; other objects become their bounded ``repr``; values under a
     secret-looking key become ``"[redacted]"``.
     """
-    state = _Walk(limits)
-    out = state.walk(value, 0)
-    return out, state.truncated
+    walker = _Walker(limits)
+    return walker.value(value, 0), walker.truncated
 
 
-class _Walk:
-    __slots__ = ("limits", "seen", "truncated")
+def make_safe_sized(value: Any, limits: Limits) -> tuple[Any, bool, int]:
+    """:func:`make_safe` plus the copy's approximate JSON size in bytes, in the same pass."""
+    walker = _Walker(limits)
+    return walker.value(value, 0), walker.truncated, walker.size
+
+
+class _Walker:
+    """One pass over a value: copies, bounds, redacts, and adds up its approximate size.
+
+    Containers copy their plain items (short strings, ints, bools, None) inline
+    and call back into :meth:`value` only for the rest: most values hosts put
+    on spans are flat or one level deep, and a call per item would cost more
+    than the item.
+    """
+
+    __slots__ = ("extra", "max_depth", "max_items", "max_repr", "max_string", "redact", "seen",
+                 "size", "truncated")
 
     def __init__(self, limits: Limits) -> None:
-        self.limits = limits
+        self.max_string = limits.max_string
+        self.max_repr = limits.max_repr
+        self.max_depth = limits.max_depth
+        self.max_items = limits.max_items
+        self.redact = limits.redact
+        self.extra = limits.extra_redact_keys
         self.truncated = False
+        self.size = 0
         self.seen: set[int] = set()
 
-    def walk(self, value: Any, depth: int) -> Any:
+    def value(self, value: Any, depth: int) -> Any:
         kind = type(value)
         if kind is str:
-            return self.string(value)
-        if kind in _SCALARS:
-            if kind is float and value != value:  # NaN is not JSON
-                return "NaN"
-            if kind is float and value in (float("inf"), float("-inf")):
-                return str(value)
+            return self.text(value)
+        if kind is int or kind is bool or value is None:
+            self.size += 8
             return value
+        if kind is dict:
+            return self.mapping(value, depth)
+        if kind is list or kind is tuple:
+            return self.sequence(value, depth)
+        if kind is float:
+            self.size += 8
+            if value - value != 0.0:  # NaN and infinities are not JSON
+                return "NaN" if value != value else str(value)
+            return value
+        return self.other(value, depth)
+
+    def other(self, value: Any, depth: int) -> Any:
         if isinstance(value, str):  # str subclasses (enums etc.)
-            return self.string(str.__str__(value))
-        if isinstance(value, bytes | bytearray | memoryview):
-            return self.string(safe_repr(bytes(value[: self.limits.max_string]), self.limits.max_repr))
-        if isinstance(value, dict | list | tuple | set | frozenset):
-            if depth >= self.limits.max_depth:
-                self.truncated = True
-                return "[too deep]"
-            marker = id(value)
-            if marker in self.seen:
-                self.truncated = True
-                return "[cycle]"
-            self.seen.add(marker)
-            try:
-                if isinstance(value, dict):
-                    return self.mapping(value, depth)
-                return self.sequence(value, depth)
-            finally:
-                self.seen.discard(marker)
-        if isinstance(value, bool | int | float):  # int/float subclasses, IntEnum
-            return self.walk(int(value) if isinstance(value, int) else float(value), depth)
-        text = safe_repr(value, self.limits.max_repr)
+            return self.text(str.__str__(value))
+        if isinstance(value, _BYTES):
+            return self.text(safe_repr(bytes(value[: self.max_string]), self.max_repr))
+        if isinstance(value, dict):
+            return self.mapping(value, depth)
+        if isinstance(value, _SEQUENCES):
+            return self.sequence(value, depth)
+        if isinstance(value, _NUMBERS):  # int/float subclasses, IntEnum
+            return self.value(int(value) if isinstance(value, int) else float(value), depth)
+        text = safe_repr(value, self.max_repr)
         if text.endswith(" chars]"):
             self.truncated = True
+        self.size += len(text) + 2
         return text
 
-    def string(self, text: str) -> str:
-        limits = self.limits
-        if limits.redact and len(text) < 512 and _SECRET_VALUE.match(text):
-            return REDACTED
-        if len(text) > limits.max_string:
+    def text(self, text: str) -> str:
+        n = len(text)
+        if n > 10 and self.redact and n < 512 and text[:2] in SECRET_VALUE_PREFIXES \
+                and _SECRET_VALUE.match(text):
+            text = REDACTED
+        elif n > self.max_string:
             self.truncated = True
-            return f"{text[: limits.max_string]}…[+{len(text) - limits.max_string} chars]"
+            text = f"{text[: self.max_string]}…[+{n - self.max_string} chars]"
+        self.size += len(text) + 2
         return text
 
-    def mapping(self, value: dict, depth: int) -> dict:
-        limits = self.limits
+    # mapping() and sequence() start with the same depth and cycle checks, and
+    # call mapping() / sequence() directly for dict and list items: a call more
+    # per container level costs more than these repeated lines.
+    def mapping(self, value: dict, depth: int) -> Any:
+        if depth >= self.max_depth:
+            return self._cut("[too deep]")
+        marker = id(value)
+        seen = self.seen
+        if marker in seen:
+            return self._cut("[cycle]")
+        seen.add(marker)
         out: dict[str, Any] = {}
-        for i, (key, item) in enumerate(value.items()):
-            if i >= limits.max_items:
+        size = 2
+        redact, extra, max_string, max_items = self.redact, self.extra, self.max_string, self.max_items
+        known = secret_key_cache.get
+        depth += 1
+        count = 0
+        for key, item in value.items():
+            if count >= max_items:
                 self.truncated = True
-                out["…"] = f"[+{len(value) - limits.max_items} items]"
+                out["…"] = f"[+{len(value) - max_items} items]"
                 break
-            name = key if type(key) is str else safe_repr(key, 128)
-            if limits.redact and is_secret_key(name, limits.extra_redact_keys):
-                out[name] = REDACTED
-            else:
-                out[name] = self.walk(item, depth + 1)
+            count += 1
+            if type(key) is not str:
+                key = safe_repr(key, 128)
+            size += len(key) + 4
+            if redact and (extra or known(key) is not False) and is_secret_key(key, extra):
+                out[key] = REDACTED
+                size += 12
+                continue
+            kind = type(item)
+            if kind is str:
+                n = len(item)
+                if n <= max_string and (n <= 10 or item[:2] not in SECRET_VALUE_PREFIXES):
+                    out[key] = item
+                    size += n + 2
+                    continue
+            elif kind is int or kind is bool or item is None:
+                out[key] = item
+                size += 8
+                continue
+            elif kind is dict:
+                out[key] = self.mapping(item, depth)
+                continue
+            elif kind is list:
+                out[key] = self.sequence(item, depth)
+                continue
+            out[key] = self.value(item, depth)
+        seen.discard(marker)
+        self.size += size
         return out
 
-    def sequence(self, value: Any, depth: int) -> list:
-        limits = self.limits
-        if isinstance(value, set | frozenset):
+    def sequence(self, value: Any, depth: int) -> Any:
+        if depth >= self.max_depth:
+            return self._cut("[too deep]")
+        marker = id(value)
+        seen = self.seen
+        if marker in seen:
+            return self._cut("[cycle]")
+        seen.add(marker)
+        if type(value) is not list and isinstance(value, _SETS):
             try:
                 value = sorted(value)
             except TypeError:
                 value = list(value)
-        out = []
-        for i, item in enumerate(value):
-            if i >= limits.max_items:
+        out: list[Any] = []
+        size = 2
+        max_string, max_items = self.max_string, self.max_items
+        depth += 1
+        for item in value:
+            if len(out) >= max_items:
                 self.truncated = True
-                out.append(f"[+{len(value) - limits.max_items} items]")
+                out.append(f"[+{len(value) - max_items} items]")
                 break
-            out.append(self.walk(item, depth + 1))
+            kind = type(item)
+            if kind is str:
+                n = len(item)
+                if n <= max_string and (n <= 10 or item[:2] not in SECRET_VALUE_PREFIXES):
+                    out.append(item)
+                    size += n + 3
+                    continue
+            elif kind is int or kind is bool or item is None:
+                out.append(item)
+                size += 9
+                continue
+            size += 1
+            if kind is dict:
+                out.append(self.mapping(item, depth))
+            else:
+                out.append(self.value(item, depth))
+        seen.discard(marker)
+        self.size += size
         return out
 
-
-def approx_size(value: Any) -> int:
-    """A cheap upper-ish estimate of a safe value's JSON size, for the byte budget."""
-    kind = type(value)
-    if kind is str:
-        return len(value) + 2
-    if kind is dict:
-        return 2 + sum(len(k) + 4 + approx_size(v) for k, v in value.items())
-    if kind is list:
-        return 2 + sum(approx_size(v) + 1 for v in value)
-    return 8
+    def _cut(self, marker: str) -> str:
+        self.truncated = True
+        self.size += len(marker) + 2
+        return marker

@@ -23,8 +23,8 @@ from botrace.limits import (
     FLAT_TYPES,
     SECRET_VALUE_PREFIXES,
     Limits,
-    approx_size,
     make_safe,
+    make_safe_sized,
     safe_repr,
     secret_key_cache,
 )
@@ -433,8 +433,7 @@ class Span:
         _restore(self)
         self.end(exc)
 
-    def __bool__(self) -> bool:
-        return True
+    # No __bool__: a span is true as any object is (at C speed); NullSpan is false.
 
     # -- reading --------------------------------------------------------------
 
@@ -472,7 +471,7 @@ def _admit(span: Span, values: dict[str, Any]) -> dict[str, Any]:
 
     The common case, a few short strings and numbers under keys already known
     not to be secrets, is checked in one flat loop and ``values`` is kept as
-    it is; anything else goes through :func:`~botrace.limits.make_safe`.
+    it is; anything else goes through :func:`~botrace.limits.make_safe_sized`.
     """
     trace = span.trace
     size = 24 * len(values)
@@ -499,10 +498,10 @@ def _admit(span: Span, values: dict[str, Any]) -> dict[str, Any]:
                 trace._bytes = total
                 return values
             return _over_budget(span, values)
-    safe, cut = make_safe(values, trace.limits)
+    safe, cut, size = make_safe_sized(values, trace.limits)
     if cut:
         span.truncated = trace.truncated = True
-    total = trace._bytes + approx_size(safe)
+    total = trace._bytes + size
     if total > trace._max_bytes:
         return _over_budget(span, safe)
     trace._bytes = total

@@ -31,9 +31,9 @@ import pluggy
 from botrace import hookspecs
 from botrace.attribution import PluginRef, PluginRegistry
 from botrace.config import Settings
-from botrace.context import current_span_var
 from botrace.dispatch import Dispatcher, call_isolated
 from botrace.hookspecs import hookimpl
+from botrace.record import span_context
 from botrace.span import NULL_SPAN, NullSpan, Span, SpanType, Trace
 
 __all__ = ["Tracer", "get_tracer", "install", "uninstall"]
@@ -194,13 +194,7 @@ class Tracer:
     def span(self, name: str, span_type: str = SpanType.CUSTOM, *,
              plugin: PluginRef | str | None = None, module: str | None = None) -> Span | NullSpan:
         """A child of the current span (``NULL_SPAN`` outside a trace)."""
-        parent = current_span_var.get()
-        if parent is None:
-            return NULL_SPAN
-        if isinstance(plugin, str):
-            plugin = self.plugins.by_name(plugin) or PluginRef(plugin)
-        span = parent.start_child(name, span_type, plugin=plugin, module=module)
-        return NULL_SPAN if span is None else span
+        return span_context(name, span_type, plugin=plugin, module=module)
 
     # -- dispatching ------------------------------------------------------------------
 
@@ -283,70 +277,55 @@ _CORE = "botrace.core"
 
 
 class _PluginManager(pluggy.PluginManager):
-    """A PluginManager that counts registrations, so callers can cache what they looked up."""
+    """A PluginManager that tells listeners when its set of plugins changes."""
 
-    generation = 0
+    def __init__(self, project_name: str) -> None:
+        super().__init__(project_name)
+        self.listeners: list[Any] = []
 
     def register(self, plugin: Any, name: str | None = None) -> str | None:
         try:
             return super().register(plugin, name)
         finally:
-            self.generation += 1
+            self._changed()
 
     def unregister(self, plugin: Any = None, name: str | None = None) -> Any:
         try:
             return super().unregister(plugin, name)
         finally:
-            self.generation += 1
+            self._changed()
 
-
-class _SpanHookCaller:
-    """Calls one ``botrace_trace_*`` hook; straight to the core while it is the only implementation.
-
-    A pluggy call costs 1.5-4 us; a host opens ~30 spans per message, so the
-    hook machinery alone would cost more than the spans. While nothing but the
-    core implements the hook the result is the same either way, so the call
-    goes straight to the core's method. Register any plugin implementing it
-    (a sampler, a metrics plugin) and every call takes pluggy's full path
-    again, ``add_hookcall_monitoring`` included.
-    """
-
-    __slots__ = ("_caller", "_direct", "_generation", "_pm")
-
-    def __init__(self, pm: _PluginManager, caller: Any) -> None:
-        self._pm = pm
-        self._caller = caller
-        self._direct: Any = None
-        self._generation = -1
-
-    def __call__(self, **kwargs: Any) -> Any:
-        if self._generation != self._pm.generation:
-            self._refresh()
-        direct = self._direct
-        if direct is not None:
-            return direct(**kwargs)
-        return self._caller(**kwargs)
-
-    def _refresh(self) -> None:
-        generation = self._pm.generation
-        impls = self._caller.get_hookimpls()
-        only_core = len(impls) == 1 and impls[0].plugin_name == _CORE and not impls[0].hookwrapper \
-            and not impls[0].wrapper
-        self._direct = impls[0].function if only_core else None
-        self._generation = generation
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._caller, name)
+    def _changed(self) -> None:
+        for listener in self.listeners:
+            listener()
 
 
 class _HookRelay:
-    """``tracer.hook``: pluggy's hook relay, with the span hooks behind :class:`_SpanHookCaller`."""
+    """``tracer.hook``: pluggy's hook relay, with a shortcut for the span hooks.
+
+    A pluggy call costs 1.5-4 us; a host opens ~30 spans per message, so the
+    hook machinery alone would cost more than the spans. While nothing but the
+    core implements a ``botrace_trace_*`` hook the result is the same either
+    way, so ``tracer.hook.botrace_trace_stage`` *is* the core's method.
+    Register any plugin implementing it (a sampler, a metrics plugin) and the
+    attribute is pluggy's hook caller again, ``add_hookcall_monitoring``
+    included; unregister it and the shortcut comes back. To look at the
+    implementations (``get_hookimpls``), use ``tracer.pm.hook``.
+    """
 
     def __init__(self, pm: pluggy.PluginManager) -> None:
         self._pm = pm
         if isinstance(pm, _PluginManager):
-            for name in SPAN_HOOKS:
-                setattr(self, name, _SpanHookCaller(pm, getattr(pm.hook, name)))
+            pm.listeners.append(self._route)
+            self._route()
+
+    def _route(self) -> None:
+        for name in SPAN_HOOKS:
+            caller = getattr(self._pm.hook, name)
+            impls = caller.get_hookimpls()
+            only_core = (len(impls) == 1 and impls[0].plugin_name == _CORE
+                         and not impls[0].hookwrapper and not impls[0].wrapper)
+            setattr(self, name, impls[0].function if only_core else caller)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._pm.hook, name)
@@ -385,32 +364,32 @@ class _CoreSpans:
         merged = {**(described or {}), **(attributes or {})}
         return tracer.start_trace(name or "message", merged)
 
+    # Each opens its span with span_context, the plugin authors' own fast path.
     @hookimpl(trylast=True)
     def botrace_trace_stage(self, stage: str, event: Any) -> Span | NullSpan:
-        return self.tracer.span(stage, SpanType.PIPELINE_STAGE)
+        return span_context(stage, SpanType.PIPELINE_STAGE)
 
     @hookimpl(trylast=True)
     def botrace_trace_handler(self, handler_name: str, module_path: str | None,
                               event_type: str | None, plugin: PluginRef | str | None) -> Span | NullSpan:
-        span = self.tracer.span(handler_name, SpanType.PLUGIN_CALL, plugin=plugin, module=module_path)
-        if span and event_type:
+        span = span_context(handler_name, SpanType.PLUGIN_CALL, plugin=plugin, module=module_path)
+        if event_type:
             span.set_meta(event_type=event_type)
         return span
 
     @hookimpl(trylast=True)
     def botrace_trace_llm_call(self, model: str | None, provider: str | None, purpose: str | None,
                                stream: bool, messages: Any) -> Span | NullSpan:
-        span = self.tracer.span(f"llm {model}" if model else "llm", SpanType.LLM_CALL)
-        if span:
-            span.set_meta(model=model, provider=provider, purpose=purpose, stream=bool(stream))
-            if messages is not None:
-                span.set_input(messages=messages)
+        span = span_context(f"llm {model}" if model else "llm", SpanType.LLM_CALL)
+        span.set_meta(model=model, provider=provider, purpose=purpose, stream=bool(stream))
+        if messages is not None:
+            span.set_input(messages=messages)
         return span
 
     @hookimpl(trylast=True)
     def botrace_trace_tool_call(self, tool_name: str, module_path: str | None, arguments: Any,
                                 tool_call_id: str | None, mcp_server: str | None) -> Span | NullSpan:
-        span = self.tracer.span(tool_name, SpanType.TOOL_CALL, module=module_path)
+        span = span_context(tool_name, SpanType.TOOL_CALL, module=module_path)
         if span:
             meta = {"tool_name": tool_name}
             if tool_call_id:
@@ -425,9 +404,8 @@ class _CoreSpans:
     @hookimpl(trylast=True)
     def botrace_trace_subagent(self, agent_name: str, module_path: str | None,
                                task: Any) -> Span | NullSpan:
-        span = self.tracer.span(f"subagent {agent_name}", SpanType.SUBAGENT_CALL, module=module_path)
-        if span:
-            span.set_meta(agent_name=agent_name)
-            if task is not None:
-                span.set_input(task=task)
+        span = span_context(f"subagent {agent_name}", SpanType.SUBAGENT_CALL, module=module_path)
+        span.set_meta(agent_name=agent_name)
+        if task is not None:
+            span.set_input(task=task)
         return span

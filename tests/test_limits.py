@@ -86,6 +86,14 @@ def test_extra_redact_keys_from_settings():
     assert cap.find("x").input == {"phone_number": REDACTED, "city": "Paris"}
 
 
+def test_extra_redact_keys_apply_to_keys_already_known_as_plain_and_nested():
+    make_safe({"phone_number": 1, "deep": {"phone_number": 2}}, Limits())  # now cached as plain
+    limits = Limits(extra_redact_keys=("phone",))
+    safe, _ = make_safe({"phone_number": 1, "deep": {"phone_number": 2}, "list": [{"phone": 3}]}, limits)
+    assert safe == {"phone_number": REDACTED, "deep": {"phone_number": REDACTED},
+                    "list": [{"phone": REDACTED}]}
+
+
 def test_span_values_are_made_safe_on_the_way_in():
     with capture_spans(settings={"trace_max_string": 16}) as cap, span_context("x") as s:
         s.set_input({"messages": [{"role": "user", "content": "y" * 100}], "api_key": "k"})
