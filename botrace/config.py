@@ -68,6 +68,9 @@ class Settings:
     trace_db_path: str = "data/botrace.db"
     trace_retention_days: int = 7
     trace_db_max_mb: int = 512
+    #: Where the store writes: "process" (its own writer process, so SQLite and JSON
+    #: use another core) or "thread" (in this process; less throughput).
+    trace_store_writer: str = "process"
 
     # -- log exporter (botrace.exporters.logfile) --
     trace_log_enable: bool = False
@@ -239,6 +242,9 @@ def _validated(values: Mapping[str, Any]) -> dict[str, Any]:
             out[key] = _as_price_table(key, value)
         else:  # pragma: no cover - a new field without a validator is a bug
             raise AssertionError(f"no validator for {key}")
+    writer = out.get("trace_store_writer")
+    if writer is not None and writer not in ("process", "thread"):
+        raise SettingsError("trace_store_writer", writer, "'process' or 'thread'")
     protocol = out.get("trace_otlp_protocol")
     if protocol is not None and protocol not in ("protobuf", "json"):
         raise SettingsError("trace_otlp_protocol", protocol, "'protobuf' or 'json'")

@@ -17,7 +17,7 @@ import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from botrace.schema import bucket_value_ns
+from botrace.schema import GRAINS, bucket_value_ns
 from botrace.tree import build_tree
 
 __all__ = ["QueryError", "get_trace", "list_traces", "sessions", "stats", "users"]
@@ -389,7 +389,7 @@ async def count_traces(conn: Any, since_ns: int | None, until_ns: int | None) ->
 
 # ---------------------------------------------------------------------------- statistics
 
-# group_by -> (span_type it covers or None for all, the column that is the key)
+# group_by -> (span_type it covers or None for all, the key column of stats_rollup / spans)
 STAT_GROUPS: dict[str, tuple[str | None, str]] = {
     "stage": ("pipeline_stage", "gkey"),
     "plugin": ("plugin_call", "gkey"),
@@ -399,10 +399,52 @@ STAT_GROUPS: dict[str, tuple[str | None, str]] = {
     "name": (None, "name"),
 }
 STAT_FILTERS = frozenset({"plugin", "user_id", "session_id", "status"})
+# the rollup's grains, coarsest first (ns): day, hour, minute
+_GRAINS = GRAINS
+_MINUTE = GRAINS[-1]
+_ROLLUP_SELECT = (
+    "SELECT {col} AS k, status, n, dur_ns, self_ns, max_ns, input_tokens, output_tokens, "
+    "cached_tokens, cost_usd, hist FROM stats_rollup WHERE grain = ?"
+)
+# the same figures straight from finished spans (window edges, user/session filters)
+_RAW_SELECT = (
+    "SELECT coalesce(s.{col}, '') AS k, s.status, s.dur_bucket, count(*), "
+    "sum(s.end_ns - s.start_ns), coalesce(sum(s.self_ns), 0), max(s.end_ns - s.start_ns), "
+    "sum(s.input_tokens), sum(s.output_tokens), sum(s.cached_tokens), sum(s.cost_usd) "
+    "FROM {source} WHERE s.end_ns IS NOT NULL{cond} GROUP BY 1, 2, 3"
+)
+
+
+def _cover(lo: int | None, hi: int | None, grains: tuple[int, ...]
+           ) -> list[tuple[int | None, int | None, int | None]]:
+    """Split ``[lo, hi)`` (None: open) into ``(grain, a, b)`` pieces made of whole rollup
+    buckets, coarsest first, plus ``(None, a, b)`` part-minute pieces at the edges that
+    only the spans themselves can answer."""
+    if lo is not None and hi is not None and lo >= hi:
+        return []
+    if not grains:
+        return [(None, lo, hi)]
+    g = grains[0]
+    a = None if lo is None else -(-lo // g) * g
+    b = None if hi is None else hi // g * g
+    if a is not None and b is not None and a >= b:
+        return _cover(lo, hi, grains[1:])
+    out: list[tuple[int | None, int | None, int | None]] = [(g, a, b)]
+    if a is not None and lo < a:
+        out += _cover(lo, a, grains[1:])
+    if b is not None and b < hi:
+        out += _cover(b, hi, grains[1:])
+    return out
 
 
 async def stats(conn: Any, group_by: Any = "stage", since_ns: Any = None, until_ns: Any = None,
                 filters: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Statistics per group over span start times in ``[since_ns, until_ns)``.
+
+    Whole minutes / hours / days of the window come from ``stats_rollup`` (a few rows per
+    bucket), the part-minutes at its edges from the spans of that minute; so the answer
+    is exact whatever the window, and its cost grows with the number of buckets, not of
+    spans. A ``user_id`` / ``session_id`` filter reads the spans of those traces."""
     group = _text_param("group_by", group_by) or "stage"
     if group not in STAT_GROUPS:
         raise QueryError("group_by", f"must be one of {', '.join(STAT_GROUPS)}; got {group[:40]!r}")
@@ -413,17 +455,11 @@ async def stats(conn: Any, group_by: Any = "stage", since_ns: Any = None, until_
     filters = filters or {}
     _check_keys(filters, STAT_FILTERS)
     span_type, column = STAT_GROUPS[group]
-    # by span type: group by (span_type, gkey, bucket) -- the index order, no sort -- and
-    # fold the keys together below
-    group_cols = "span_type, gkey, dur_bucket" if group == "span_type" else "k, dur_bucket"
-    where = ["end_ns IS NOT NULL", f"{column} IS NOT NULL"]
+    where: list[str] = []
     params: list[Any] = []
     if span_type is not None:
         where.append("span_type = ?")
         params.append(span_type)
-    range_where, range_params = _time_range(since, until)
-    where += range_where
-    params += range_params
     plugin = _text_param("plugin", filters.get("plugin"))
     if plugin is not None:
         where.append("plugin = ?")
@@ -432,48 +468,56 @@ async def stats(conn: Any, group_by: Any = "stage", since_ns: Any = None, until_
     if status is not None:
         where.append("status = ?")
         params.append(status)
-    for key in ("user_id", "session_id"):
-        value = _text_param(key, filters.get(key))
-        if value is not None:
-            where.append(f"trace_id IN (SELECT trace_id FROM traces WHERE {key} = ?)")
-            params.append(value)
-    sql = (
-        f"SELECT {column} AS k, dur_bucket, count(*), sum(status = 'error'), "
-        "sum(end_ns - start_ns), coalesce(sum(self_ns), 0), max(end_ns - start_ns), "
-        "sum(input_tokens), sum(output_tokens), "
-        "sum(cached_tokens), sum(cost_usd) "
-        f"FROM spans WHERE {' AND '.join(where)} GROUP BY {group_cols}"
-    )
-    async with conn.execute(sql, params) as cur:
-        rows = await cur.fetchall()
+    by_trace = [(key, v) for key in ("user_id", "session_id")
+                if (v := _text_param(key, filters.get(key))) is not None]
     groups: dict[str, dict[str, Any]] = {}
-    for (k, bucket, n, errors, dur, self_ns, mx, tin, tout, tc, cost) in (tuple(r) for r in rows):
-        g = groups.get(k)
-        if g is None:
-            g = groups[k] = {"key": k, "count": 0, "errors": 0, "_dur": 0, "_self": 0, "_max": 0,
-                             "input_tokens": 0, "output_tokens": 0, "cached_tokens": 0,
-                             "cost_usd": 0.0, "_hist": []}
-        g["count"] += n
-        g["errors"] += errors or 0
-        g["_dur"] += dur or 0
-        g["_self"] += self_ns or 0
-        g["_max"] = max(g["_max"], mx or 0)
-        g["input_tokens"] += tin or 0
-        g["output_tokens"] += tout or 0
-        g["cached_tokens"] += tc or 0
-        g["cost_usd"] += cost or 0.0
-        g["_hist"].append((bucket or 0, n))
+    if by_trace:
+        # the spans of the matching traces (traces index -> one spans_trace range each)
+        cond = "".join(f" AND t.{key} = ?" for key, _ in by_trace)  # keys from a constant tuple
+        cond_params: list[Any] = [v for _, v in by_trace]
+        for clause, value in zip(where, params):
+            cond += f" AND s.{clause}"
+            cond_params.append(value)
+        if since is not None:
+            cond += " AND s.start_ns >= ?"
+            cond_params.append(since)
+        if until is not None:
+            cond += " AND s.start_ns < ?"
+            cond_params.append(until)
+        source = ("traces t CROSS JOIN spans s "
+                  "ON s.trace_start_ns = t.start_ns AND s.trace_id = t.trace_id")
+        await _add_raw(conn, groups, _RAW_SELECT.format(col=column, source=source, cond=cond),
+                       cond_params)
+    else:
+        extra = "".join(f" AND {c}" for c in where)
+        for grain, a, b in _cover(since, until, _GRAINS):
+            if grain is not None:
+                sql = _ROLLUP_SELECT.format(col=column) + extra
+                p: list[Any] = [grain, *params]
+                if a is not None:
+                    sql += " AND t0 >= ?"
+                    p.append(a)
+                if b is not None:
+                    sql += " AND t0 < ?"
+                    p.append(b)
+                await _add_rollup(conn, groups, sql, p)
+            else:
+                await _add_edge(conn, groups, column, extra, params, a, b)
     out = []
-    for g in groups.values():
-        hist = sorted(g.pop("_hist"))
+    for key, g in groups.items():
+        if key == "":  # a span without this key (e.g. an llm_call without a model)
+            continue
+        hist = sorted(g.pop("_hist").items())
         n = g["count"]
         mx = g.pop("_max")
         dur = g.pop("_dur")
         self_ns = g.pop("_self")
-        g["error_rate"] = round(g["errors"] / n, 6) if n else 0.0
-        for name, p in (("p50_ms", 0.50), ("p95_ms", 0.95), ("p99_ms", 0.99)):
-            g[name] = round(min(_percentile(hist, n, p), mx) / 1e6, 4)
-        g["avg_ms"] = round(dur / n / 1e6, 4) if n else 0.0
+        if not n:
+            continue
+        g["error_rate"] = round(g["errors"] / n, 6)
+        for name, p_ in (("p50_ms", 0.50), ("p95_ms", 0.95), ("p99_ms", 0.99)):
+            g[name] = round(min(_percentile(hist, n, p_), mx) / 1e6, 4)
+        g["avg_ms"] = round(dur / n / 1e6, 4)
         g["max_ms"] = round(mx / 1e6, 4)
         g["total_ms"] = round(dur / 1e6, 4)
         g["self_ms"] = round(self_ns / 1e6, 4)
@@ -481,6 +525,74 @@ async def stats(conn: Any, group_by: Any = "stage", since_ns: Any = None, until_
         out.append(g)
     out.sort(key=lambda g: g["total_ms"], reverse=True)
     return {"group_by": group, "since_ns": since, "until_ns": until, "groups": out}
+
+
+def _group(groups: dict[str, dict[str, Any]], key: str) -> dict[str, Any]:
+    g = groups.get(key)
+    if g is None:
+        g = groups[key] = {"key": key, "count": 0, "errors": 0, "_dur": 0, "_self": 0,
+                           "_max": 0, "input_tokens": 0, "output_tokens": 0,
+                           "cached_tokens": 0, "cost_usd": 0.0, "_hist": {}}
+    return g
+
+
+def _add(g: dict[str, Any], status: str, n: int, dur: int, self_ns: int, mx: int, tin: int,
+         tout: int, tc: int, cost: float) -> None:
+    g["count"] += n
+    if status == "error":
+        g["errors"] += n
+    g["_dur"] += dur or 0
+    g["_self"] += self_ns or 0
+    if (mx or 0) > g["_max"]:
+        g["_max"] = mx
+    g["input_tokens"] += tin or 0
+    g["output_tokens"] += tout or 0
+    g["cached_tokens"] += tc or 0
+    g["cost_usd"] += cost or 0.0
+
+
+async def _add_rollup(conn: Any, groups: dict[str, dict[str, Any]], sql: str,
+                      params: list[Any]) -> None:
+    async with conn.execute(sql, params) as cur:
+        rows = await cur.fetchall()
+    for r in rows:
+        k, status, n, dur, self_ns, mx, tin, tout, tc, cost, hist_text = tuple(r)
+        g = _group(groups, k)
+        _add(g, status, n, dur, self_ns, mx, tin, tout, tc, cost)
+        hist = g["_hist"]
+        flat = json.loads(hist_text)
+        for i in range(0, len(flat), 2):
+            bucket = flat[i]
+            hist[bucket] = hist.get(bucket, 0) + flat[i + 1]
+
+
+async def _add_raw(conn: Any, groups: dict[str, dict[str, Any]], sql: str,
+                   params: list[Any]) -> None:
+    async with conn.execute(sql, params) as cur:
+        rows = await cur.fetchall()
+    for r in rows:
+        k, status, bucket, n, dur, self_ns, mx, tin, tout, tc, cost = tuple(r)
+        g = _group(groups, k)
+        _add(g, status, n, dur, self_ns, mx, tin, tout, tc, cost)
+        hist = g["_hist"]
+        bucket = bucket or 0
+        hist[bucket] = hist.get(bucket, 0) + n
+
+
+async def _add_edge(conn: Any, groups: dict[str, dict[str, Any]], column: str, extra: str,
+                    params: list[Any], a: int, b: int) -> None:
+    """Spans starting in ``[a, b)``, part of one minute: the minute's rollup rows say the
+    earliest trace start among them, so they are one range of the spans_trace index."""
+    minute = a - a % _MINUTE
+    async with conn.execute("SELECT min(min_trace_start_ns) FROM stats_rollup "
+                            "WHERE grain = ? AND t0 = ?", (_MINUTE, minute)) as cur:
+        lowest = (await cur.fetchone())[0]
+    if lowest is None:  # no finished span started in that minute
+        return
+    cond = (" AND s.trace_start_ns >= ? AND s.trace_start_ns < ? AND s.start_ns >= ? "
+            "AND s.start_ns < ?" + extra.replace(" AND ", " AND s."))
+    sql = _RAW_SELECT.format(col=column, source="spans s", cond=cond)
+    await _add_raw(conn, groups, sql, [lowest, b, a, b, *params])
 
 
 def _percentile(hist: list[tuple[int, int]], n: int, p: float) -> float:

@@ -13,6 +13,7 @@ import math
 __all__ = [
     "APPLICATION_ID",
     "DUR_BUCKET_BASE",
+    "GRAINS",
     "MIGRATIONS",
     "SCHEMA",
     "SCHEMA_V1",
@@ -23,7 +24,7 @@ __all__ = [
 ]
 
 APPLICATION_ID = 0x62747263  # "btrc"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Durations are histogrammed in log buckets (3 % wide) so percentiles over a
 # million spans come from a GROUP BY of small integers, not a sort.
@@ -149,9 +150,61 @@ def _v1_to_v2_backfill(conn) -> None:  # sqlite3.Connection, inside the migratio
     conn.execute(TAGS_FROM_SPANS_ALL)
 
 
+# Version 3 = version 2 + MIGRATIONS[2]. The wide ``spans_stats`` index is gone (it
+# halved insert speed: every span went into it at a (type, key, bucket) position);
+# statistics read ``stats_rollup`` instead, kept by the writer in the same transaction
+# as the spans. One row per time bucket x span type x statistics key x span name x plugin
+# x span status, at three grains (minute, hour, day: ``GRAINS``), holding the count, sums
+# of duration, self time, tokens and cost, the longest duration, the earliest trace start
+# of its spans (so the spans of a part-minute at a window's edge are one ``spans_trace``
+# range) and a histogram of durations in ``DUR_BUCKET_BASE`` buckets (a flat JSON list
+# ``[bucket, count, bucket, count, ...]``). Only finished spans are counted. Empty strings
+# stand for a missing key (the columns are part of a WITHOUT ROWID primary key).
+# ``trace_tags`` becomes one b-tree in the order the list filters walk it, (kind, value,
+# start_ns, trace_id), instead of a table plus an index in that order (a tag row cost two
+# b-tree inserts); ``tag_values`` lists the (kind, value) pairs so retention deletes key
+# ranges, one per pair.
+GRAINS = (86_400_000_000_000, 3_600_000_000_000, 60_000_000_000)  # day, hour, minute (ns)
+ROLLUP_COLS = ("grain", "t0", "span_type", "gkey", "name", "plugin", "status", "n", "dur_ns",
+               "self_ns", "max_ns", "input_tokens", "output_tokens", "cached_tokens",
+               "cost_usd", "min_trace_start_ns", "hist")
+_V2_TO_V3 = """
+DROP INDEX IF EXISTS spans_stats;
+CREATE TABLE stats_rollup (
+    grain INTEGER NOT NULL, t0 INTEGER NOT NULL,
+    span_type TEXT NOT NULL, gkey TEXT NOT NULL, name TEXT NOT NULL, plugin TEXT NOT NULL,
+    status TEXT NOT NULL,
+    n INTEGER NOT NULL, dur_ns INTEGER NOT NULL, self_ns INTEGER NOT NULL, max_ns INTEGER NOT NULL,
+    input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, cached_tokens INTEGER NOT NULL,
+    cost_usd REAL NOT NULL, min_trace_start_ns INTEGER NOT NULL, hist TEXT NOT NULL,
+    PRIMARY KEY (grain, t0, span_type, gkey, name, plugin, status)
+) WITHOUT ROWID;
+CREATE TABLE trace_tags_v3 (
+    kind TEXT NOT NULL, value TEXT NOT NULL, start_ns INTEGER NOT NULL, trace_id TEXT NOT NULL,
+    PRIMARY KEY (kind, value, start_ns, trace_id)
+) WITHOUT ROWID;
+INSERT INTO trace_tags_v3 (kind, value, start_ns, trace_id)
+    SELECT kind, value, start_ns, trace_id FROM trace_tags;
+DROP TABLE trace_tags;
+ALTER TABLE trace_tags_v3 RENAME TO trace_tags;
+CREATE TABLE tag_values (
+    kind TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (kind, value)
+) WITHOUT ROWID;
+INSERT INTO tag_values (kind, value) SELECT DISTINCT kind, value FROM trace_tags
+"""
+
+
+def _v2_to_v3_rollup(conn) -> None:  # sqlite3.Connection, inside the migration transaction
+    """Build the rollup from the spans already stored (one GROUP BY pass)."""
+    from botrace.store.rollup import rebuild_rollup
+
+    rebuild_rollup(conn)
+
+
 # MIGRATIONS[n]: (sql script, python step or None) taking version n to n + 1
 MIGRATIONS: dict[int, tuple[str, object]] = {
     1: (_V1_TO_V2, _v1_to_v2_backfill),
+    2: (_V2_TO_V3, _v2_to_v3_rollup),
 }
 
 # Fresh databases are created at version 1 and migrated forward, so the

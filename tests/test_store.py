@@ -16,6 +16,7 @@ import pytest
 from botrace import PluginRef, Tracer
 from botrace.schema import APPLICATION_ID, SCHEMA_V1, SCHEMA_VERSION
 from botrace.store import StoreError, TraceStore
+from botrace.store.rollup import _FROM_SPANS, decode_hist, fold, minute_aggs
 from botrace.store.synthetic import feed, synthetic_traces
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,7 +117,9 @@ async def test_trace_running_when_process_dies_is_interrupted_after_restart(db: 
     out = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, str(db)], capture_output=True,
                          text=True, timeout=60, cwd=ROOT)
     trace_id, finished, total = out.stdout.split()
-    async with TraceStore(db) as store:
+    store = TraceStore(db)
+    store.retention_days = 0  # the synthetic trace is from 2023: keep it
+    async with store:
         assert store.health()["recovered_traces"] == 1
         page = await store.list_traces({"status": "interrupted"})
         assert [t["trace_id"] for t in page["traces"]] == [trace_id]
@@ -219,8 +222,8 @@ async def test_retention_deletes_whole_old_traces_and_leaves_no_orphans(db: Path
 
     store = TraceStore(db, prune_batch=7)  # default 7 days; prunes at start, 7 at a time
     await store.open()
-    for _ in range(100):
-        if not store._prune_due:
+    for _ in range(500):
+        if store.pruned_traces >= 30:
             break
         await store.flush()
         await asyncio_sleep(0.01)
@@ -234,6 +237,26 @@ async def test_retention_deletes_whole_old_traces_and_leaves_no_orphans(db: Path
                     "(SELECT trace_id FROM traces)") == [(0,)]
     # every kept trace still has all of its spans
     assert rows(db, "SELECT count(*) FROM spans") == [(20 * 20,)]
+    # and the statistics rollup lost exactly the deleted spans
+    assert_rollup_matches_spans(db)
+
+
+def assert_rollup_matches_spans(path: Path) -> None:
+    """The rollup table holds exactly what a rebuild from the spans would (the longest
+    duration may only be an upper bound where retention removed part of a bucket)."""
+    conn = sqlite3.connect(path)
+    try:
+        want = fold(minute_aggs(conn.execute(_FROM_SPANS.format(where=""))))
+        have = {tuple(r[:7]): [*r[7:16], decode_hist(r[16])]
+                for r in conn.execute("SELECT * FROM stats_rollup")}
+    finally:
+        conn.close()
+    assert set(have) == set(want)
+    for key, agg in want.items():
+        row = have[key]
+        assert row[:3] == agg[:3] and row[4:7] == agg[4:7], key
+        assert row[7] == pytest.approx(agg[7]) and row[9] == agg[9], key
+        assert row[3] >= agg[3]
 
 
 async def asyncio_sleep(seconds: float) -> None:
@@ -260,8 +283,9 @@ async def test_size_cap_prunes_oldest_traces_first(db: Path) -> None:
     await store.close()
 
 
-async def test_close_writes_everything_accepted(db: Path) -> None:
-    store = TraceStore(db, flush_interval=0.5)
+@pytest.mark.parametrize("writer", ["process", "thread"])
+async def test_close_writes_everything_accepted(db: Path, writer) -> None:
+    store = TraceStore(db, flush_interval=0.5, writer=writer)
     await store.open()
     traces = list(synthetic_traces(300, spans=20))
     for trace in traces:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -37,18 +39,18 @@ def feed_all(store: TraceStore, traces) -> None:
         feed(store, trace)
 
 
-async def test_disk_full_counts_losses_and_recovers_when_space_returns(tmp_path: Path) -> None:
+@pytest.mark.parametrize("writer", ["process", "thread"])
+async def test_disk_full_counts_losses_and_recovers_when_space_returns(tmp_path: Path,
+                                                                       writer) -> None:
     db = tmp_path / "full.db"
     store = TraceStore(db, queue_max=3_000, block_timeout=0.0, max_backoff=0.1, spill_max_mb=0,
-                       flush_interval=0.0)
+                       flush_interval=0.0, writer=writer)
     store.retention_days = 0
     await store.open()
     feed_all(store, synthetic_traces(5, seed=1))
     assert await store.flush(timeout=10)
-    conn = store._wconn
-    async with conn.execute("PRAGMA page_count") as cur:
-        pages = (await cur.fetchone())[0]
-    await conn.execute(f"PRAGMA max_page_count = {pages + 2}")  # the "disk" is now full
+    ((pages,),) = await store._writer_exec("PRAGMA page_count")
+    await store._writer_exec(f"PRAGMA max_page_count = {pages + 2}")  # the "disk" is now full
 
     # the dispatcher thread keeps handing rows over without waiting on the disk
     await asyncio.to_thread(feed_all, store, list(synthetic_traces(400, seed=2)))
@@ -59,7 +61,7 @@ async def test_disk_full_counts_losses_and_recovers_when_space_returns(tmp_path:
     assert health["dropped"] > 0  # more than the queue holds arrived during the fault
     assert health["queue_depth"] <= store.queue_max * 1.25
 
-    await conn.execute("PRAGMA max_page_count = 1073741823")  # space is back
+    await store._writer_exec("PRAGMA max_page_count = 1073741823")  # space is back
     assert await store.flush(timeout=20)
     written_traces = count(db, "SELECT count(*) FROM traces")
     assert written_traces > 5
@@ -132,10 +134,8 @@ async def test_host_keeps_tracing_while_the_store_cannot_write(tmp_path: Path) -
     store = TraceStore(db, tracer.settings, max_backoff=0.1, flush_interval=0.0)
     tracer.register(store, name="store")
     await tracer.start()
-    conn = store._wconn
-    async with conn.execute("PRAGMA page_count") as cur:
-        pages = (await cur.fetchone())[0]
-    await conn.execute(f"PRAGMA max_page_count = {pages}")
+    ((pages,),) = await store._writer_exec("PRAGMA page_count")
+    await store._writer_exec(f"PRAGMA max_page_count = {pages}")
     for i in range(50):  # the host's messages, each a small tree
         with tracer.start_trace("message", {"user_id": f"u{i}"}):
             with tracer.span("Process", "pipeline_stage"):
@@ -146,7 +146,7 @@ async def test_host_keeps_tracing_while_the_store_cannot_write(tmp_path: Path) -
     await wait_for(lambda: store.write_errors > 0)
     health = tracer.health()
     assert health["sink_errors"] == {}  # nothing reached the dispatcher as an exception
-    await conn.execute("PRAGMA max_page_count = 1073741823")
+    await store._writer_exec("PRAGMA max_page_count = 1073741823")
     assert await store.flush(timeout=20)
     assert count(db, "SELECT count(*) FROM traces") == 50
     assert count(db, "SELECT count(*) FROM spans") == 150
@@ -158,22 +158,23 @@ async def test_a_full_queue_applies_backpressure_then_counts_drops(tmp_path: Pat
     db = tmp_path / "queue.db"
     store = TraceStore(db, queue_max=500, block_timeout=0.01, max_backoff=0.1, spill_max_mb=0)
     await store.open()
-    conn = store._wconn
-    await conn.execute("PRAGMA max_page_count = 1")  # nothing can be written
+    await store._writer_exec("PRAGMA max_page_count = 1")  # nothing can be written
     traces = list(synthetic_traces(100, spans=20))
     await asyncio.to_thread(lambda: [feed(store, t, started=started) for t in traces])
     health = store.health()
     assert health["dropped"] > 0
     assert health["queue_depth"] <= 500 * 1.25
-    await conn.execute("PRAGMA max_page_count = 1073741823")
+    await store._writer_exec("PRAGMA max_page_count = 1073741823")
     assert await store.flush(timeout=20)
     await store.close()
     assert store.accepted >= store.written
 
 
-async def test_a_burst_beyond_the_queue_spills_to_disk_and_loses_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("writer", ["process", "thread"])
+async def test_a_burst_beyond_the_queue_spills_to_disk_and_loses_nothing(tmp_path: Path,
+                                                                         writer) -> None:
     db = tmp_path / "burst.db"
-    store = TraceStore(db, queue_max=400, block_timeout=0.0, flush_interval=0.0)
+    store = TraceStore(db, queue_max=400, block_timeout=0.0, flush_interval=0.0, writer=writer)
     store.retention_days = 0
     await store.open()
     traces = list(synthetic_traces(300, spans=20))  # 6,000 span rows, 15x the queue
@@ -186,6 +187,35 @@ async def test_a_burst_beyond_the_queue_spills_to_disk_and_loses_nothing(tmp_pat
     assert count(db, "SELECT count(*) FROM traces WHERE status != 'running'") == 300
     assert count(db, "SELECT count(*) FROM spans") == 300 * 20
     assert not list(tmp_path.glob("*.spill*"))
+    # spilled records came back in order: every trace has its totals and all its spans
+    assert count(db, "SELECT count(*) FROM traces WHERE span_count = 20") == 300
+    assert count(db, "SELECT sum(n) FROM stats_rollup WHERE grain = 60000000000") == 300 * 20
+
+
+async def test_a_dead_writer_is_logged_counted_and_the_store_stops_accepting(
+        tmp_path: Path, caplog) -> None:
+    db = tmp_path / "dead.db"
+    store = TraceStore(db, flush_interval=30.0)  # what is fed waits in the queue
+    store.retention_days = 0
+    await store.open()
+    feed_all(store, synthetic_traces(3, seed=1))
+    assert await store.flush(timeout=10)
+    feed_all(store, synthetic_traces(5, seed=2))
+    queued = store.health()["queue_depth"]
+    assert queued > 0
+    with caplog.at_level("ERROR", logger="botrace.store"):
+        os.kill(store._proc.pid, signal.SIGKILL)
+        await wait_for(lambda: "died" in (store.health()["last_error"] or ""))
+    health = store.health()
+    assert health["state"] == "degraded"
+    assert health["dropped"] == queued  # what was waiting is counted as lost
+    assert any("writer died" in r.getMessage() for r in caplog.records)
+    accepted = store.accepted
+    feed_all(store, synthetic_traces(2, seed=3))  # the hooks now do nothing
+    assert store.accepted == accepted
+    assert not await store.flush(timeout=1)
+    await store.close()
+    assert count(db, "SELECT count(*) FROM traces") == 3
 
 
 def test_a_spill_file_left_by_a_dead_process_is_written_at_the_next_open(tmp_path: Path) -> None:
@@ -211,10 +241,14 @@ asyncio.run(main())
     assert (tmp_path / "left.db.spill").exists()
 
     async def reopen() -> None:
-        async with TraceStore(db) as store:
+        store = TraceStore(db)
+        store.retention_days = 0  # the synthetic traces are from 2023: keep them
+        async with store:
             assert await store.flush(timeout=20)
             assert store.health()["spill_queue"] == 0
 
     asyncio.run(reopen())
     assert count(db, "SELECT count(*) FROM spans") > 0
+    # trace records spill in order with their spans: whole traces come back
+    assert count(db, "SELECT count(*) FROM traces WHERE status = 'ok' AND span_count = 20") > 0
     assert not (tmp_path / "left.db.spill").exists()

@@ -3,31 +3,44 @@
 Write path (never on the host's path)::
 
     dispatcher thread: botrace_span_started / _finished / botrace_trace_* hooks
-        └─ turn the span into a row (JSON of input/output/meta), put it in a
-           pending map keyed by id, wake the writer once per batch
-    event loop: writer task
-        └─ swap the pending maps, write them in one transaction (aiosqlite, WAL),
-           between batches prune old traces a bounded batch at a time
+        └─ capture a tuple of the span's fields (a *record*, no JSON, no totals) and
+           append it to a list under a lock                           ~1 µs a span
+    feeder thread "botrace-store-feeder" (every flush_interval, sooner under load)
+        └─ takes the list, adds a "running" record for spans still open, pickles
+           the batch and sends it to the writer
+    writer process (botrace.store.writer; or a thread, ``trace_store_writer``)
+        └─ trace totals, self time, cost, JSON, statistics rollup; one SQLite
+           transaction per batch (WAL); retention between batches; spill files
 
-A span that starts and finishes within one batch is written once; a span
-still running at flush time is written as ``running`` and replaced when it
-finishes. So a process killed mid-message leaves its trace and every span
-flushed so far; the next :meth:`TraceStore.open` marks them ``interrupted``.
+A span that starts and finishes within one batch is written once; a span still
+running when its batch is taken is written as ``running`` and replaced when it
+finishes. So a process killed mid-message leaves its trace and every span flushed
+so far; the next :meth:`TraceStore.open` marks them ``interrupted``.
 
-Read path: separate read connections, see ``botrace.query`` and
+When the writer falls behind, the queue (rows taken by the hooks and not yet written)
+is bounded by ``queue_max``; past it the dispatcher thread waits once (``block_timeout``)
+and then appends overflow records to a spill file next to the database, in order: while
+a spill file is open every record goes there, and it is handed to the writer as soon as
+everything before it was sent, so the writer always sees records in the tracer's order.
+
+Read path: aiosqlite read connections in this process, see ``botrace.query`` and
 docs/QUERY_API.md.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import pickle
+import queue
+import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,92 +49,26 @@ import aiosqlite
 
 from botrace import query as _query
 from botrace.hookspecs import hookimpl
-from botrace.pricing import PriceTable
 from botrace.query import QueryError
-from botrace.schema import (
-    APPLICATION_ID,
-    MIGRATIONS,
-    SCHEMA,
-    SCHEMA_VERSION,
-    TAGS_FROM_SPANS_ONE,
-    duration_bucket,
+from botrace.store.writer import (
+    INSERT_SPAN,
+    StoreError,
+    Writer,
+    encoded,
+    inspect_read_only,
+    prepare_database,
+    write_spill_frame,
 )
-from botrace.span import TRACE_FIELDS
 
 __all__ = ["QueryError", "StoreError", "TraceStore"]
 
 log = logging.getLogger("botrace.store")
 
-_SPAN_COLS = (
-    "trace_start_ns", "trace_id", "span_id", "parent_id", "name", "span_type", "plugin", "gkey",
-    "start_ns", "end_ns", "status", "input_tokens", "output_tokens", "cached_tokens",
-    "self_ns", "dur_bucket", "cost_usd", "data",
-)
-_TRACE_COLS = (
-    "trace_id", "name", "start_ns", "end_ns", "duration_ns", "status", "umo", "sender",
-    "user_id", "session_id", "outline", "agent_type", "platform", "input_tokens",
-    "output_tokens", "cached_tokens", "span_count", "llm_calls", "tool_calls", "error_count",
-    "dropped_spans", "truncated", "plugins", "models", "attributes", "cost_usd",
-)
-_INSERT_SPAN = (
-    f"INSERT INTO spans ({', '.join(_SPAN_COLS)}) VALUES ({', '.join('?' * len(_SPAN_COLS))})"
-)
-# a span whose "running" row was written by an earlier batch: finish that row
-_UPDATE_SPAN = (
-    "UPDATE spans SET parent_id = ?, name = ?, span_type = ?, plugin = ?, gkey = ?, "
-    "start_ns = ?, end_ns = ?, status = ?, input_tokens = ?, output_tokens = ?, "
-    "cached_tokens = ?, self_ns = ?, dur_bucket = ?, cost_usd = ?, data = ? "
-    "WHERE trace_start_ns = ? AND trace_id = ? AND span_id = ?"
-)
-_INSERT_PLUGIN = ("INSERT OR REPLACE INTO plugins (name, display_name, plugin_type, version) "
-                  "VALUES (?, ?, ?, ?)")
-_INSERT_TRACE = (
-    f"INSERT OR REPLACE INTO traces ({', '.join(_TRACE_COLS)}) "
-    f"VALUES ({', '.join('?' * len(_TRACE_COLS))})"
-)
-# a "running" trace row (its start) never overwrites what is there: a spilled start
-# may be written after its finish
-_INSERT_TRACE_START = _INSERT_TRACE.replace("INSERT OR REPLACE", "INSERT OR IGNORE")
-_INSERT_TAG = "INSERT OR IGNORE INTO trace_tags (start_ns, trace_id, kind, value) VALUES (?, ?, ?, ?)"
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=repr).encode
-
-
-class StoreError(Exception):
-    """The database cannot be opened or used (corrupt, foreign, newer version, missing)."""
-
-
-class _TraceAcc:
-    """Running totals of one trace, kept by the dispatcher thread until the trace ends."""
-
-    __slots__ = (
-        "cached",
-        "cost",
-        "end",
-        "errors",
-        "input",
-        "llm",
-        "models",
-        "output",
-        "plugins",
-        "spans",
-        "tool_calls",
-        "tools",
-        "types",
-    )
-
-    def __init__(self) -> None:
-        self.input = self.output = self.cached = 0
-        self.spans = self.llm = self.tool_calls = self.errors = 0
-        self.cost = 0.0
-        self.end = 0
-        self.plugins: dict[str, None] = {}
-        self.models: dict[str, None] = {}
-        self.tools: dict[str, None] = {}
-        self.types: dict[str, None] = {}
-
-
-def _tok(value: Any) -> int:
-    return value if type(value) is int and value > 0 else 0
+WRITER_MODES = ("process", "thread")
+_MAX_BATCH = 20_000  # records per message to the writer
+_BIG = 1_000  # a batch this big goes at once (records die young: no GC promotion)
+_INSERT_SPAN = INSERT_SPAN  # (the benchmark's baseline writes span rows with it)
+_CHILD = "import sys; from botrace.store.writer import main; sys.exit(main(sys.argv))"
 
 
 class TraceStore:
@@ -140,6 +87,7 @@ class TraceStore:
         settings: Any = None,
         *,
         read_only: bool = False,
+        writer: str | None = None,
         queue_max: int = 500_000,
         flush_interval: float = 0.05,
         prune_interval: float = 300.0,
@@ -157,80 +105,107 @@ class TraceStore:
         self.settings = settings
         self.path = Path(path if path is not None else settings.trace_db_path)
         self.read_only = read_only
+        mode = writer or getattr(settings, "trace_store_writer", None) or "process"
+        if mode not in WRITER_MODES:
+            raise ValueError(f"writer must be one of {WRITER_MODES}, got {mode!r}")
+        self.writer_mode = mode
         self.retention_days = int(getattr(settings, "trace_retention_days", 7) or 0)
         self.max_mb = int(getattr(settings, "trace_db_max_mb", 0) or 0)
-        self.prices = PriceTable(getattr(settings, "trace_price_table", None) or {})
+        self.price_table = dict(getattr(settings, "trace_price_table", None) or {})
         self.queue_max = queue_max
-        # trace rows and their tags may use a reserve above queue_max, so that a
-        # trace is not lost for want of room its spans took
+        # trace records may use a reserve above queue_max, so that a trace is not lost
+        # for want of room its spans took
         self._hard_max = queue_max + queue_max // 4
+        self._inflight_cap = max(1_000, min(queue_max // 2, 100_000))
         self.flush_interval = flush_interval
         self.prune_interval = prune_interval
         self.prune_batch = prune_batch
         self.block_timeout = block_timeout
         self.busy_timeout_ms = busy_timeout_ms
         self._n_readers = max(1, readers)
+        self.max_backoff = max_backoff
         self.spill_max_mb = spill_max_mb
         self.spill_chunk = 50_000
         self._spill_path = self.path.with_name(self.path.name + ".spill")
+
+        # shared by the dispatcher thread, the feeder and the receiver: guarded by _cond
+        # (a plain Lock: "with self._lock" is a C call, "with self._cond" a Python one)
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._buf: list[tuple] = []
+        self._started: dict[str, Any] = {}  # spans started and not finished, not yet taken
+        self._pending = 0  # records in _buf and _started, and sent but not acknowledged
+        self._inflight = 0  # records sent, not acknowledged
+        self._waited = False  # one backpressure wait per overload
+        self._spilling = False
         self._spill_file: Any = None
         self._spill_bytes = 0
-        self._spill_pending = 0
-        self._draining = False
-        self.spilled = 0
-        self.unspilled = 0
-        self.max_backoff = max_backoff
-
-        # shared between the dispatcher thread and the writer (guarded by _cond)
-        self._cond = threading.Condition()
-        self._p_spans: dict[str, tuple] = {}
-        self._p_traces: dict[str, tuple] = {}
-        self._p_tags: list[tuple] = []
-        self._p_plugins: dict[str, tuple] = {}
+        self._spill_pending = 0  # records in the open spill file
+        self._spill_inflight = 0  # records in spill files handed to the writer
+        self._spill_seq = 0
+        self._control: list[tuple] = []
+        self._flush_wanted = False
+        self._gather_until: float | None = None
+        self._seq = 0
+        self._acked_upto = 0
+        self._replies: dict[int, tuple[asyncio.Future, Any]] = {}
+        self._wstats: dict[str, Any] = {}
         self._plugins_seen: dict[str, Any] = {}  # dispatcher thread
-        # span ids whose "running" row is on disk (writer only); their end is an UPDATE
-        self._running_on_disk: dict[str, None] = {}
-        self._pending = 0
-        self._wake_scheduled = False
-        self._shedding = False
-        self._running_traces: dict[str, tuple] = {}  # started rows, re-queued if the file is lost
-        # dispatcher thread only
-        self._acc: dict[str, _TraceAcc] = {}
-        self._child_ns: dict[str, int] = {}
 
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake: asyncio.Event | None = None
-        self._writer_task: asyncio.Task | None = None
-        self._wconn: aiosqlite.Connection | None = None
+        self._send: Any = None
+        self._pack: Any = lambda msg: msg  # a message as the writer receives it
+        self._proc: subprocess.Popen | None = None
+        self._link: Any = None
+        self._threads: list[threading.Thread] = []
+        self._ready = threading.Event()
+        self._closed_ev = threading.Event()
+        self._link_dead = False
+        self._close_sent = False
         self._readers: list[aiosqlite.Connection] = []
         self._reader_i = 0
-        self._file_id: tuple[int, int] | None = None
+        self._readers_gen = 0
         self._accepting = False
         self._closing = False
         self._opened = False
-        self._prune_due = False
-        self._next_prune = 0.0
-        self._last_log = 0.0
         self._schema_version = 0
-        self._writing = False
-        self._settled_upto = 0
-        self._wlock = asyncio.Lock()
+        self._last_log = 0.0
 
         self.accepted = 0
         self.backpressure_waits = 0
-        self.written = 0
-        self.dropped = 0
-        self.write_errors = 0
-        self.pruned_traces = 0
+        self.spilled = 0
+        self._dropped = 0
         self.recovered_traces = 0
-        self.reopened = 0
         self.last_error: str | None = None
         self.last_error_ns: int | None = None
+
+    # ------------------------------------------------------------------ counters
+
+    @property
+    def dropped(self) -> int:
+        """Records lost: here (queue and spill full) and in the writer (a fault outlasted close)."""
+        return self._dropped + self._wstats.get("dropped", 0)
+
+    @property
+    def written(self) -> int:
+        return self._wstats.get("written", 0)
+
+    @property
+    def write_errors(self) -> int:
+        return self._wstats.get("write_errors", 0)
+
+    @property
+    def pruned_traces(self) -> int:
+        return self._wstats.get("pruned_traces", 0)
+
+    @property
+    def reopened(self) -> int:
+        return self._wstats.get("reopened", 0)
 
     # ------------------------------------------------------------------ lifecycle
 
     async def open(self) -> TraceStore:
-        """Open (create, migrate, recover) the database and start the writer task.
+        """Open (create, migrate, recover) the database and start the writer.
 
         Raises :class:`StoreError` when the file is not a usable botrace
         database; such a file is left exactly as it was.
@@ -239,59 +214,135 @@ class TraceStore:
             return self
         self._loop = asyncio.get_running_loop()
         if self.read_only:
-            self._schema_version = await asyncio.to_thread(self._inspect_read_only)
+            self._schema_version = await asyncio.to_thread(inspect_read_only, self.path)
         else:
-            self._schema_version, self.recovered_traces = await asyncio.to_thread(self._prepare)
-            self._wconn = await self._connect_writer()
-            self._file_id = self._stat_id()
-            self._wake = asyncio.Event()
+            self._schema_version, self.recovered_traces = await asyncio.to_thread(
+                prepare_database, self.path, self.busy_timeout_ms)
+            await self._start_writer()
             self._accepting = True
-            self._prune_due = True  # prune at start
-            self._next_prune = time.monotonic() + self.prune_interval
-            self._writer_task = asyncio.create_task(self._writer(), name="botrace-store-writer")
-            self._writer_task.add_done_callback(self._writer_ended)
-            self._wake.set()
         await self._open_readers()
         self._opened = True
         return self
 
-    def _writer_ended(self, task: asyncio.Task) -> None:
-        """The writer should only end on close; if it died, stop accepting and say so."""
-        if task.cancelled() or task.exception() is None:
-            return
-        self._accepting = False
-        with self._cond:
-            self.dropped += self._pending
-            self._note_error_locked("writer task died; store stopped", task.exception())
-        log.error("botrace store writer died", exc_info=task.exception())
+    def _writer_config(self) -> dict[str, Any]:
+        return {"path": str(self.path), "busy_timeout_ms": self.busy_timeout_ms,
+                "prices": {k: dict(v) for k, v in self.price_table.items()},
+                "retention_days": self.retention_days, "max_mb": self.max_mb,
+                "prune_interval": self.prune_interval, "prune_batch": self.prune_batch,
+                "max_backoff": self.max_backoff, "spill_chunk": self.spill_chunk,
+                "spill_path": str(self._spill_path)}
+
+    async def _start_writer(self) -> None:
+        if self.writer_mode == "process":
+            try:
+                await asyncio.to_thread(self._spawn)
+                return
+            except (OSError, ValueError, TimeoutError, EOFError) as exc:
+                self._note_error("writer process did not start; writing from a thread", exc)
+                log.warning("botrace store: writer process did not start (%s); using a thread",
+                            exc)
+                self._kill_process()
+                self.writer_mode = "thread"
+        self._start_thread_writer()
+
+    def _spawn(self) -> None:
+        """Start the writer process (``botrace.store.writer.main``) on one end of a socket pair.
+
+        subprocess, not multiprocessing: the child is a fresh interpreter (like *spawn*;
+        nothing is forked from this threaded process) and, unlike spawn, it does not
+        import the host's ``__main__`` again.
+        """
+        from multiprocessing.connection import Connection
+
+        ours, theirs = socket.socketpair()
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parent.parent.parent)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-c", _CHILD, str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL)
+        finally:
+            theirs.close()
+        link = Connection(ours.detach())
+        self._link = link
+        link.send_bytes(pickle.dumps(self._writer_config()))
+        if not link.poll(30.0):
+            raise TimeoutError("no answer from the writer process in 30 s")
+        first = pickle.loads(link.recv_bytes())
+        if first[0] != "ready":
+            raise OSError(f"the writer process failed: {first[-1]}")
+        self._on_message(first)
+
+        self._pack = lambda msg: _pickle_batch(self, msg)
+        self._send = link.send_bytes  # (only the feeder thread sends)
+        self._start_thread(self._receive, "botrace-store-receiver")
+        self._start_thread(self._feed, "botrace-store-feeder")
+
+    def _start_thread_writer(self) -> None:
+        inbox: queue.SimpleQueue = queue.SimpleQueue()
+
+        def recv(timeout: float | None) -> Any:
+            try:
+                return inbox.get(timeout=timeout)
+            except queue.Empty:
+                return None
+
+        writer = Writer(self._writer_config(), self._on_message)
+
+        def run() -> None:
+            try:
+                writer.run(recv)
+            except BaseException as exc:  # the writer's own faults are handled inside it
+                self._on_message(("died", f"{type(exc).__name__}: {exc}"))
+                log.error("botrace store writer thread died", exc_info=exc)
+
+        self._send = inbox.put
+        self._start_thread(run, "botrace-store-writer")
+        if not self._ready.wait(30.0) or self._link_dead:
+            raise StoreError(f"the store's writer did not start: {self.last_error}")
+        self._start_thread(self._feed, "botrace-store-feeder")
+
+    def _start_thread(self, target: Any, name: str) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _kill_process(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(5)
 
     async def close(self) -> None:
         """Write everything accepted so far, stop the writer, close every connection."""
         if not self._opened:
             return
         self._accepting = False
-        self._closing = True
-        if self._writer_task is not None:
-            self._wake.set()
-            try:
-                await self._writer_task
-            except Exception as exc:  # pragma: no cover - the writer catches its own
-                self._note_error("writer ended", exc)
-            self._writer_task = None
-        if self._wconn is not None:
-            try:  # leave fresh planner statistics for the next reader (sampled: milliseconds)
-                await self._wconn.execute("PRAGMA analysis_limit = 400")
-                await self._wconn.execute("ANALYZE")
-            except sqlite3.Error:
-                pass
-        for conn in [*self._readers, self._wconn]:
-            if conn is not None:
+        if self._send is not None:
+            with self._cond:
+                self._closing = True
+                self._cond.notify_all()
+            while not self._closed_ev.is_set() and not self._link_dead:
+                await asyncio.sleep(0.01)
+            for t in self._threads:
+                await asyncio.to_thread(t.join, 10.0)
+            self._threads = []
+            if self._proc is not None:
                 try:
-                    await conn.close()
-                except Exception:  # closing a broken connection: nothing left to save
-                    pass
+                    await asyncio.to_thread(self._proc.wait, 10.0)
+                except subprocess.TimeoutExpired:
+                    self._kill_process()
+                self._proc = None
+            if self._link is not None:
+                self._link.close()
+                self._link = None
+            self._send = None
+        for conn in self._readers:
+            try:
+                await conn.close()
+            except Exception:  # closing a broken connection: nothing left to save
+                pass
         self._readers = []
-        self._wconn = None
         self._opened = False
 
     async def __aenter__(self) -> TraceStore:
@@ -320,140 +371,65 @@ class TraceStore:
     def botrace_trace_started(self, trace: Any) -> None:
         if not self._accepting:
             return
-        acc = self._acc[trace.trace_id] = _TraceAcc()
-        row = self._trace_row(trace, trace.attributes, "running", None, acc)
-        with self._cond:
-            self._running_traces[trace.trace_id] = row
-            if self._pending >= self._hard_max:
-                self._spill_or_drop_locked([("t", row)], "trace")
-                return
-            self._put_locked(self._p_traces, trace.trace_id, row)
+        attrs = trace.attributes
+        self._put(("T", trace.trace_id, trace.start_ns, trace.name,
+                   dict(attrs) if attrs else None), self._hard_max)
 
     @hookimpl
     def botrace_span_started(self, span: Any) -> None:
         if not self._accepting:
             return
-        # Keep the span itself: its "running" row is made at flush time, and only
-        # if it is still running then (most spans start and end within a batch).
-        with self._cond:
-            if self._pending >= self.queue_max * 0.8:
+        # Keep the span itself: its "running" record is made when its batch is taken,
+        # and only if it is still running then (most spans start and end within a batch).
+        with self._lock:
+            if self._spilling or self._pending >= self.queue_max * 0.8:
                 # keep room for what finishes: a missing "running" row costs nothing
                 # once the span's finished row arrives
                 return
-            if span.span_id not in self._p_spans:
-                self._put_locked(self._p_spans, span.span_id, span)
+            sid = span.span_id
+            if sid not in self._started:
+                self._started[sid] = span
+                self._pending += 1
+                self.accepted += 1
+                if len(self._started) == 1 and not self._buf:
+                    self._cond.notify_all()
 
     @hookimpl
     def botrace_span_finished(self, span: Any) -> None:
         if not self._accepting:
             return
-        try:
-            row = self._span_row(span)
-        except Exception as exc:  # a value the encoder cannot handle: count, never raise
-            self._drop(1, "span serialisation failed", exc)
-            return
-        self._put_span(span.span_id, row)
+        plugin = span.plugin
+        pname = None
+        if plugin is not None:
+            pname = plugin.name
+            if self._plugins_seen.get(pname) is not plugin:
+                self._see_plugin(plugin)
+        trace = span.trace
+        sid = span.span_id
+        rec = ("S", trace.trace_id, trace.start_ns, sid, span.parent_id, span.name,
+               span.span_type, pname, span.start_ns, span.end_ns, span.status, span.error,
+               span.input, span.output, span.meta, span.events, span.truncated)
+        with self._lock:
+            if self._started and self._started.pop(sid, None) is not None:
+                self._pending -= 1
+            if self._spilling or self._pending >= self.queue_max:
+                self._overflow_locked(rec, self.queue_max)
+                return
+            buf = self._buf
+            buf.append(rec)
+            self._pending += 1
+            self.accepted += 1
+            if len(buf) == 1 or len(buf) == _BIG:
+                self._cond.notify_all()
 
     @hookimpl
     def botrace_trace_finished(self, trace: Any) -> None:
         if not self._accepting:
             return
-        acc = self._acc.pop(trace.trace_id, None) or _TraceAcc()
-        try:
-            status = trace.status
-            if acc.errors and status == "ok":
-                status = "error"
-            row = self._trace_row(trace, trace.attributes, status, trace.end_ns, acc)
-        except Exception as exc:
-            self._drop(1, "trace serialisation failed", exc)
-            return
-        tid, start = trace.trace_id, trace.start_ns
-        tags = [(start, tid, "span_type", v) for v in acc.types]
-        tags += [(start, tid, "plugin", v) for v in acc.plugins]
-        tags += [(start, tid, "model", v) for v in acc.models]
-        tags += [(start, tid, "tool", v) for v in acc.tools]
-        with self._cond:
-            self._running_traces.pop(tid, None)
-            if self._pending + len(tags) >= self._hard_max:
-                self._spill_or_drop_locked([("t", row), *(("g", t) for t in tags)], "trace")
-                return
-            self._put_locked(self._p_traces, tid, row)
-            self._p_tags.extend(tags)
-            self._pending += len(tags)
-
-    # ------------------------------------------------------------------ rows
-
-    def _span_row(self, span: Any) -> tuple:
-        trace_id = span.trace.trace_id
-        meta = span.meta
-        plugin = span.plugin
-        span_type = span.span_type
-        start, end = span.start_ns, span.end_ns
-        duration = None if end is None else end - start
-        model = tool = None
-        tin = tout = tcached = 0
-        cost = 0.0
-        acc = self._acc.get(trace_id)
-        if acc is None:  # a straggler of a finished trace, or one started before we were
-            acc = _TraceAcc()
-        if span_type == "llm_call":
-            acc.llm += 1
-            if meta:
-                model = meta.get("model")
-                model = str(model) if model is not None else None
-                tin = _tok(meta.get("input_tokens"))
-                tout = _tok(meta.get("output_tokens"))
-                tcached = _tok(meta.get("cached_tokens"))
-                if self.prices:
-                    cost = self.prices.cost(model, tin, tout, tcached)
-        elif span_type == "tool_call":
-            acc.tool_calls += 1
-            tool = meta.get("tool_name") if meta else None
-            tool = str(tool) if tool is not None else span.name
-        children = self._child_ns.pop(span.span_id, 0)
-        self_ns = None if duration is None else max(0, duration - children)
-        if duration is not None and span.parent_id is not None:
-            self._child_ns[span.parent_id] = self._child_ns.get(span.parent_id, 0) + duration
-        data: dict[str, Any] = {}
-        if span.input:
-            data["input"] = span.input
-        if span.output:
-            data["output"] = span.output
-        if meta:
-            data["meta"] = meta
-        if span.events:
-            data["events"] = span.events
-        if span.error:
-            data["error"] = span.error
-        if plugin is not None and self._plugins_seen.get(plugin.name) is not plugin:
-            self._see_plugin(plugin)
-        if span.truncated:
-            data["truncated"] = True
-        status = span.status
-        acc.spans += 1
-        acc.input += tin
-        acc.output += tout
-        acc.cached += tcached
-        acc.cost += cost
-        if status == "error":
-            acc.errors += 1
-        if end is not None and end > acc.end:
-            acc.end = end
-        acc.types[span_type] = None
-        if plugin is not None:
-            acc.plugins[plugin.name] = None
-        if model is not None:
-            acc.models[model] = None
-        if tool is not None:
-            acc.tools[tool] = None
-        return (
-            span.trace.start_ns, trace_id, span.span_id, span.parent_id, span.name, span_type,
-            plugin.name if plugin is not None else None,
-            model if span_type == "llm_call" else tool if span_type == "tool_call" else
-            (plugin.name if plugin is not None else None) if span_type == "plugin_call" else span.name,
-            start, end, status, tin, tout, tcached, self_ns, duration_bucket(duration), cost,
-            _dumps(data) if data else None,
-        )
+        attrs = trace.attributes
+        self._put(("F", trace.trace_id, trace.start_ns, trace.name,
+                   dict(attrs) if attrs else None, trace.status, trace.end_ns,
+                   getattr(trace, "dropped_spans", 0), trace.truncated), self._hard_max)
 
     def _see_plugin(self, plugin: Any) -> None:
         """A plugin's description is stored once (and again when it changes), not per span."""
@@ -461,373 +437,339 @@ class TraceStore:
         self._plugins_seen[plugin.name] = plugin
         if before is not None and before == plugin:
             return
-        with self._cond:
-            self._p_plugins[plugin.name] = (plugin.name, plugin.display_name,
-                                            plugin.plugin_type, plugin.version)
+        self._put(("P", plugin.name, plugin.display_name, plugin.plugin_type, plugin.version),
+                  self._hard_max)
 
-    @staticmethod
-    def _running_row(span: Any) -> tuple:
-        plugin = span.plugin
-        return (
-            span.trace.start_ns, span.trace.trace_id, span.span_id, span.parent_id, span.name,
-            span.span_type, plugin.name if plugin is not None else None,
-            span.name if span.span_type not in ("llm_call", "tool_call", "plugin_call") else
-            (plugin.name if plugin is not None else None) if span.span_type == "plugin_call" else None,
-            span.start_ns, None, "running", 0, 0, 0, None, None, 0.0, None,
-        )
+    def _put(self, rec: tuple, limit: int) -> None:
+        with self._lock:
+            if self._spilling or self._pending >= limit:
+                self._overflow_locked(rec, limit)
+                return
+            self._buf.append(rec)
+            self._pending += 1
+            self.accepted += 1
+            if len(self._buf) == 1:
+                self._cond.notify_all()
 
-    def _trace_row(self, trace: Any, attrs: Mapping[str, Any], status: str,
-                   end_ns: int | None, acc: _TraceAcc) -> tuple:
-        attrs = dict(attrs)
-        cols = []
-        for key in TRACE_FIELDS:
-            value = attrs.pop(key, None)
-            cols.append(None if value is None else str(value))
-        start = trace.start_ns
-        return (
-            trace.trace_id, trace.name, start, end_ns,
-            None if end_ns is None else end_ns - start, status, *cols,
-            acc.input, acc.output, acc.cached, acc.spans, acc.llm, acc.tool_calls, acc.errors,
-            int(getattr(trace, "dropped_spans", 0) or 0), int(bool(trace.truncated)),
-            _dumps(list(acc.plugins)), _dumps(list(acc.models)),
-            _dumps(attrs) if attrs else None, acc.cost,
-        )
-
-    def _put_span(self, key: str, row: tuple) -> None:
-        # self._p_spans is read under the lock: the writer swaps it for a new dict
-        with self._cond:
-            if self._pending >= self.queue_max:
-                if not self._shedding:
-                    # backpressure on the dispatcher thread (never the host's): give
-                    # the writer a moment to catch up before counting a loss
-                    self.backpressure_waits += 1
-                    deadline = time.monotonic() + self.block_timeout
-                    while self._pending >= self.queue_max and self._accepting:
-                        left = deadline - time.monotonic()
-                        if left <= 0:
-                            break
-                        self._cond.wait(left)
-                if self._pending >= self.queue_max:
-                    # still full: spill to disk (or shed) without waiting again until
-                    # the writer has taken the queue (one wait per overload, not per event)
-                    self._shedding = True
-                    self._spill_or_drop_locked([("s", row)], "span")
-                    return
-            self._put_locked(self._p_spans, key, row)
-
-    def _spill_or_drop_locked(self, records: list[tuple[str, tuple]], what: str) -> None:
-        """Overflow goes to a spill file next to the database, read back by the writer
-        when it has caught up; past ``spill_max_mb`` (or on any error) it is dropped."""
+    def _overflow_locked(self, rec: tuple, limit: int) -> None:
+        """The queue is full (or a spill file is open): wait once for the writer, then
+        spill to disk in order (or drop, counted)."""
+        if not self._spilling and not self._waited and self.block_timeout > 0:
+            # backpressure on the dispatcher thread (never the host's): give the writer
+            # a moment to catch up before spilling
+            self._waited = True
+            self.backpressure_waits += 1
+            deadline = time.monotonic() + self.block_timeout
+            while self._pending >= limit and self._accepting:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+        if not self._spilling and self._pending < limit:
+            self._buf.append(rec)
+            self._pending += 1
+            self.accepted += 1
+            return
+        self._waited = True
         try:
             if self.spill_max_mb <= 0 or self._spill_bytes > self.spill_max_mb * 1024 * 1024:
                 raise OSError("spill file full")
             if self._spill_file is None:
-                self._spill_file = open(self._spill_path, "ab")  # noqa: SIM115 - closed on drain
-            blob = pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)
-            self._spill_file.write(len(blob).to_bytes(4, "little") + blob)
-            self._spill_bytes += len(blob) + 4
-            self.spilled += len(records)
-            self._spill_pending += len(records)
-        except (OSError, pickle.PicklingError) as exc:
-            self.dropped += len(records)
-            self._note_error_locked(f"store queue full; {what} dropped", exc)
+                self._spill_file = open(self._spill_path, "ab")  # noqa: SIM115 - closed at hand-off
+            self._spill_bytes += write_spill_frame(self._spill_file, [rec])
+            self._spilling = True
+            self.spilled += 1
+            self._spill_pending += 1
+        except (OSError, pickle.PicklingError, TypeError, AttributeError) as exc:
+            self._dropped += 1
+            self._note_error_locked("store queue full; record dropped", exc)
 
-    def _take_spill(self) -> Path | None:
-        """Hand the spill file to the writer (a new one starts if overflow goes on)."""
-        with self._cond:
-            if self._spill_file is None:
-                return None
-            self._spill_file.close()
-            self._spill_file = None
-            draining = self._spill_path.with_name(self._spill_path.name + ".draining")
-            os.replace(self._spill_path, draining)
-            self._spill_bytes = 0
-            self._spill_pending = 0
-            return draining
+    # ------------------------------------------------------------------ feeder
 
-    async def _drain_spill(self, path: Path | None = None) -> bool:
-        """Write what was spilled, in transactions of ``spill_chunk`` records."""
-        path = path or self._take_spill()
-        if path is None:
-            return True
-        self._draining = True
-        try:
-            return await self._drain_file(path)
-        finally:
-            self._draining = False
+    def _feed(self) -> None:
+        """Take what the hooks gathered every ``flush_interval`` (at once when there is a
+        lot), pickle it and send it to the writer, in order, with at most
+        ``_inflight_cap`` records unacknowledged. Batches are pickled as soon as they are
+        taken: a backlog waits as bytes, not as tuples the garbage collector would walk."""
+        cond = self._cond
+        outbox: deque[tuple[Any, int]] = deque()  # (message ready to send, records in it)
+        while True:
+            with cond:
+                while True:
+                    if self._link_dead:
+                        return
+                    if outbox and (self._inflight < self._inflight_cap or self._closing):
+                        take = False
+                        break
+                    take = bool(self._control or self._flush_wanted or self._closing
+                                or len(self._buf) >= _BIG)
+                    if take:
+                        break
+                    if self._buf or self._started or self._spill_file is not None:
+                        now = time.monotonic()
+                        if self._gather_until is None:
+                            self._gather_until = now + self.flush_interval
+                        if now >= self._gather_until:
+                            take = True
+                            break
+                        cond.wait(self._gather_until - now)
+                    else:
+                        # nothing new: wake on the first record, or on an
+                        # acknowledgement making room for what waits in the outbox
+                        cond.wait(0.05 if outbox else None)
+                control: list[tuple] = []
+                batch: list[tuple] = []
+                spill = None
+                flush = done = False
+                if take:
+                    self._gather_until = None
+                    control, self._control = self._control, []
+                    flush = self._flush_wanted
+                    self._flush_wanted = False
+                    batch = self._take_locked()
+                    # everything accepted so far is in this batch or an earlier one
+                    # (flush waits for its acknowledgement), unless some is still listed
+                    upto = 0 if self._buf or self._started else self.accepted
+                    if self._spill_file is not None and not self._buf:
+                        spill = self._hand_off_spill_locked(upto)
+                    done = (self._closing and not self._buf and not self._started
+                            and spill is None and self._spill_file is None)
+                    self._seq += 1
+                    seq = self._seq
+                    self._seq += 1
+                    spill_seq = self._seq
+                closing = self._closing
+            for msg in control:  # operations go ahead of queued batches
+                self._send(self._pack(msg))
+            if batch and self._link is not None:  # (a writer thread encodes its own)
+                batch = self._encode_batch(batch)
+            if batch or flush or done:
+                outbox.append((self._pack(("batch", seq, batch, upto)), len(batch)))
+            if spill is not None:
+                outbox.append((self._pack(("spill", spill_seq, *spill)), 0))
+            while outbox and (self._inflight < self._inflight_cap or closing):
+                msg, n = outbox.popleft()
+                with cond:
+                    self._inflight += n
+                self._send(msg)
+            if done and not outbox:
+                self._send(self._pack(("close", 0)))
+                self._close_sent = True
+                return
 
-    async def _drain_file(self, path: Path) -> bool:
-        records = await asyncio.to_thread(_read_spill, path)
-        ok = True
-        for i in range(0, len(records), self.spill_chunk):
-            spans: dict = {}
-            traces: dict = {}
-            tags: list = []
-            for kind, row in records[i:i + self.spill_chunk]:
-                if kind == "s":
-                    spans[row[2]] = row
-                elif kind == "t":
-                    traces[row[0]] = row
-                else:
-                    tags.append(row)
-            if ok:
-                ok = await self._write_batch(spans, traces, tags, {})
-            if not ok:  # the fault: back into the queue (bounded, losses counted)
-                self._give_back(spans, traces, tags, {})
-        self.unspilled += len(records)
-        path.unlink(missing_ok=True)
-        return ok
+    def _encode_batch(self, batch: list[tuple]) -> list[tuple]:
+        out = []
+        lost = 0
+        for rec in batch:
+            if rec[0] == "S":
+                try:
+                    rec = encoded(rec)
+                except Exception as exc:  # a value JSON cannot hold: count it, go on
+                    lost += 1
+                    error = exc
+                    continue
+            out.append(rec)
+        if lost:
+            with self._cond:
+                self._dropped += lost
+                self._pending -= lost
+                self._note_error_locked(f"{lost} span records could not be encoded", error)
+        return out
 
-    def _put_locked(self, table: dict, key: str, row: tuple) -> None:
-        if key not in table:
-            self._pending += 1
-        table[key] = row
-        self.accepted += 1
-        if not self._wake_scheduled and self._loop is not None:
-            self._wake_scheduled = True
-            try:
-                self._loop.call_soon_threadsafe(self._wake.set)
-            except RuntimeError:  # the loop is closed: close() already flushed
-                pass
-
-    def _drop(self, n: int, what: str, exc: BaseException | None) -> None:
-        with self._cond:
-            self.dropped += n
-            self._note_error_locked(what, exc)
-
-    # ------------------------------------------------------------------ writer
-
-    def _take(self) -> tuple[dict, dict, list, dict]:
-        with self._cond:
-            batch = self._p_spans, self._p_traces, self._p_tags, self._p_plugins
-            self._p_spans, self._p_traces, self._p_tags, self._p_plugins = {}, {}, [], {}
-            self._pending = 0
-            self._wake_scheduled = False
-            self._shedding = False
-            self._cond.notify_all()
+    def _take_locked(self) -> list[tuple]:
+        buf = self._buf
+        if len(buf) > _MAX_BATCH:
+            batch, self._buf = buf[:_MAX_BATCH], buf[_MAX_BATCH:]
+        else:
+            batch, self._buf = buf, []
+        if self._started and not self._buf:
+            started, self._started = self._started, {}
+            for span in started.values():
+                if span.end_ns is None:  # still running: its "running" row goes now
+                    plugin = span.plugin
+                    trace = span.trace
+                    batch.append(("R", trace.trace_id, trace.start_ns, span.span_id,
+                                  span.parent_id, span.name, span.span_type,
+                                  None if plugin is None else plugin.name, span.start_ns))
+                else:  # ended; its finished record is on its way
+                    self._pending -= 1
         return batch
 
-    def _give_back(self, spans: dict, traces: dict, tags: list, plugins: dict) -> None:
-        """A failed batch goes back in front of what arrived since (newer rows win)."""
-        with self._cond:
-            spans.update(self._p_spans)
-            traces.update(self._p_traces)
-            tags.extend(self._p_tags)
-            plugins.update(self._p_plugins)
-            self._p_plugins = plugins
-            over = len(spans) + len(traces) + len(tags) - self._hard_max
-            if over > 0:  # the fault lasts: keep the bound, count what is lost
-                for key in list(spans)[:over]:
-                    del spans[key]
-                    self.dropped += 1
-            self._p_spans, self._p_traces, self._p_tags = spans, traces, tags
-            self._pending = len(spans) + len(traces) + len(tags)
-
-    async def _writer(self) -> None:
-        backoff = 0.0
-        # a previous process died with overflow on disk: those rows are still worth writing
-        for leftover in (self._spill_path.with_name(self._spill_path.name + ".draining"),
-                         self._spill_path):
-            if leftover.exists() and self._spill_file is None:
-                try:
-                    await self._drain_spill(leftover)
-                except (OSError, pickle.UnpicklingError, EOFError) as exc:
-                    self._note_error("unreadable spill file left as it was", exc)
-        while True:
-            if backoff:
-                # a fault: wait it out (new rows do not shorten the wait), unless closing
-                end = time.monotonic() + backoff
-                while not self._closing and time.monotonic() < end:
-                    await asyncio.sleep(min(0.05, backoff))
-            elif not self._prune_due:
-                timeout = None if self._closing else max(0.0, self._next_prune - time.monotonic())
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout)
-                except TimeoutError:
-                    self._prune_due = True
-            self._wake.clear()
-            if not self._closing and self.flush_interval and self._pending < 10_000:
-                await asyncio.sleep(self.flush_interval)  # let a batch gather
-            with self._cond:
-                upto = self.accepted
-                batch = self._take()
-                self._writing = True
-            ok = True
-            try:
-                if any(batch):
-                    ok = await self._write_batch(*batch)
-                    if not ok:
-                        self._give_back(*batch)
-            finally:
-                self._writing = False
-            if ok:
-                self._settled_upto = upto
-                if self._spill_pending and self._pending < self.queue_max // 2:
-                    ok = await self._drain_spill()
-            if ok and self._prune_due and not self._closing:
-                n = await self._guard(self._prune_step(), "prune")
-                if n is None or n < self.prune_batch:
-                    self._prune_due = False
-                    self._next_prune = time.monotonic() + self.prune_interval
-                    await self._guard(self._analyze(), "analyze")
-            backoff = 0.0 if ok else min(self.max_backoff, max(0.05, backoff * 2))
-            if self._closing:
-                if ok and not self._pending and not self._spill_pending:
-                    return
-                if not ok and backoff >= self.max_backoff:
-                    # the fault did not clear while closing: count what is lost
-                    with self._cond:
-                        self.dropped += self._pending
-                    self._take()
-                    return
-
-    async def _write_batch(self, spans: dict, traces: dict, tags: list, plugins: dict) -> bool:
-        on_disk = self._running_on_disk
-        inserts: list[tuple] = []
-        updates: list[tuple] = []
-        started: list[str] = []
-        for span_id, value in spans.items():
-            if type(value) is tuple:  # finished
-                if span_id in on_disk:
-                    updates.append((*value[3:], value[0], value[1], value[2]))
-                else:
-                    inserts.append(value)
-            elif value.end_ns is None and span_id not in on_disk:  # still running now
-                inserts.append(self._running_row(value))
-                started.append(span_id)
-            # (ended but its finished event not dispatched yet: that event brings the row)
+    def _hand_off_spill_locked(self, upto: int) -> tuple | None:
+        self._spill_file.close()
+        self._spill_file = None
+        self._spill_seq += 1
+        path = self._spill_path.with_name(
+            f"{self._spill_path.name}.{os.getpid()}-{self._spill_seq}.draining")
+        count = self._spill_pending
+        self._spill_pending = 0
+        self._spill_bytes = 0
+        self._spilling = False
+        self._waited = False
         try:
-            async with self._wlock:
-                await self._check_file()
-                conn = self._wconn
-                await conn.execute("BEGIN IMMEDIATE")
-                try:
-                    if traces:
-                        starts = [r for r in traces.values() if r[5] == "running"]
-                        ends = [r for r in traces.values() if r[5] != "running"]
-                        if ends:
-                            await conn.executemany(_INSERT_TRACE, ends)
-                        if starts:
-                            await conn.executemany(_INSERT_TRACE_START, starts)
-                    if inserts:
-                        await conn.executemany(_INSERT_SPAN, inserts)
-                    if updates:
-                        await conn.executemany(_UPDATE_SPAN, updates)
-                    if tags:
-                        await conn.executemany(_INSERT_TAG, tags)
-                    if plugins:
-                        await conn.executemany(_INSERT_PLUGIN, list(plugins.values()))
-                    await conn.commit()
-                except BaseException:
-                    try:
-                        await conn.rollback()
-                    except Exception:
-                        pass
-                    raise
-        except (sqlite3.Error, OSError, ValueError) as exc:
-            self.write_errors += 1
-            self._note_error("write failed", exc)
-            if isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc):
-                await self._reopen_writer()
-            return False
-        for row in updates:
-            on_disk.pop(row[-1], None)
-        for span_id in started:
-            on_disk[span_id] = None
-        if len(on_disk) > 200_000:  # spans that never end: forget the oldest
-            for span_id in list(on_disk)[:50_000]:
-                del on_disk[span_id]
-        self.written += len(inserts) + len(updates) + len(traces)
-        return True
-
-    async def _guard(self, coro: Any, what: str) -> Any:
-        try:
-            return await coro
-        except (sqlite3.Error, OSError) as exc:
-            self.write_errors += 1
-            self._note_error(f"{what} failed", exc)
+            os.replace(self._spill_path, path)
+        except OSError as exc:
+            self._dropped += count
+            self._note_error_locked("spill file lost", exc)
             return None
+        self._spill_inflight += count
+        return (str(path), count, upto)
 
-    # ------------------------------------------------------------------ retention
+    # ------------------------------------------------------------------ from the writer
 
-    async def _prune_step(self, retention_days: int | None = None,
-                          max_mb: int | None = None) -> int:
-        """Delete about ``prune_batch`` whole traces (oldest first) that are too old, or
-        while the database is over its size cap. Returns how many traces went."""
-        days = self.retention_days if retention_days is None else retention_days
-        cap = self.max_mb if max_mb is None else max_mb
-        conn = self._wconn
-        upto = None
-        if days > 0:
-            cutoff = time.time_ns() - days * 86_400 * 1_000_000_000
-            upto = await self._batch_end(cutoff)
-        if upto is None and cap > 0 and await self._used_bytes() > cap * 1024 * 1024:
-            upto = await self._batch_end(None)
-        if upto is None:
-            return 0
-        # Spans and tags are keyed by their trace's start time, so a batch of whole
-        # traces is three key-range deletes: no trace is ever left half-deleted.
-        async with self._wlock:
-            await conn.execute("BEGIN IMMEDIATE")
+    def _receive(self) -> None:
+        link = self._link
+        while True:
             try:
-                await conn.execute("DELETE FROM spans WHERE trace_start_ns <= ?", (upto,))
-                await conn.execute("DELETE FROM trace_tags WHERE start_ns <= ?", (upto,))
-                cur = await conn.execute("DELETE FROM traces WHERE start_ns <= ?", (upto,))
-                deleted = cur.rowcount
-                await conn.commit()
-            except BaseException:
-                await conn.rollback()
-                raise
-            self.pruned_traces += deleted
-            # give freed pages back to the file system a bounded amount at a time
-            await conn.execute("PRAGMA incremental_vacuum(2000)")
-        return deleted
+                msg = pickle.loads(link.recv_bytes())
+            except (EOFError, OSError):
+                self._on_message(("died", "the writer process exited"))
+                return
+            self._on_message(msg)
 
-    async def _analyze(self) -> None:
-        """Sampled planner statistics (milliseconds even on a big file), so the readers
-        pick the right index for a filter (e.g. a rare duration versus the time order)."""
-        async with self._wlock:
-            await self._wconn.execute("PRAGMA analysis_limit = 400")
-            await self._wconn.execute("ANALYZE")
+    def _on_message(self, msg: tuple) -> None:
+        kind = msg[0]
+        if kind == "ack":
+            _, _seq, upto, rows, what, stats = msg
+            with self._cond:
+                if what == "batch":
+                    self._inflight -= rows
+                    self._pending -= rows
+                    if self._pending < self.queue_max // 2:
+                        self._waited = False
+                else:
+                    self._spill_inflight -= rows
+                if upto > self._acked_upto:
+                    self._acked_upto = upto
+                self._wstats = stats
+                self._cond.notify_all()
+            self._log_writer_error(stats)
+        elif kind in ("status", "ready"):
+            self._wstats = msg[1]
+            self._log_writer_error(msg[1])
+            if kind == "ready":
+                self._ready.set()
+        elif kind == "reply":
+            _, seq, result, error = msg
+            self._resolve(seq, result, error)
+        elif kind == "progress":
+            entry = self._replies.get(msg[1])
+            if entry is not None and entry[1] is not None:
+                self._loop.call_soon_threadsafe(entry[1], msg[2])
+        elif kind == "closed":
+            self._wstats = msg[1]
+            self._closed_ev.set()
+        elif kind == "died":
+            self._writer_died(msg[1])
 
-    async def _batch_end(self, before_ns: int | None) -> int | None:
-        """Start time of the newest trace in the next batch to prune (None: nothing)."""
-        where, params = ("WHERE start_ns < ?", [before_ns]) if before_ns is not None else ("", [])
-        async with self._wconn.execute(
-            f"SELECT max(start_ns) FROM (SELECT start_ns FROM traces {where} "
-            "ORDER BY start_ns LIMIT ?)", [*params, self.prune_batch],
-        ) as cur:
-            row = await cur.fetchone()
-        return row[0] if row else None
+    def _log_writer_error(self, stats: dict[str, Any]) -> None:
+        ns = stats.get("last_error_ns")
+        if ns and (self.last_error_ns is None or ns > self.last_error_ns):
+            now = time.monotonic()
+            if now - self._last_log > 10.0:  # rate-limited: one line per 10 s
+                self._last_log = now
+                log.warning("botrace store (%s): %s", self.path, stats.get("last_error"))
 
-    async def _used_bytes(self) -> int:
-        conn = self._wconn
-        async with conn.execute("PRAGMA page_count") as cur:
-            pages = (await cur.fetchone())[0]
-        async with conn.execute("PRAGMA freelist_count") as cur:
-            free = (await cur.fetchone())[0]
-        async with conn.execute("PRAGMA page_size") as cur:
-            size = (await cur.fetchone())[0]
-        return (pages - free) * size
+    def _writer_died(self, why: str) -> None:
+        """The writer should only end on close; if it died, stop accepting and say so."""
+        with self._cond:
+            if self._link_dead:
+                return
+            self._link_dead = True
+            if self._close_sent and self._closed_ev.is_set():
+                return
+            self._accepting = False
+            lost = self._pending
+            self._dropped += lost
+            self._pending = self._inflight = 0
+            self._buf = []
+            self._started = {}
+            self._note_error_locked(f"writer died ({why}); store stopped, {lost} records lost",
+                                    None)
+            self._cond.notify_all()
+        self._ready.set()
+        for seq in list(self._replies):
+            self._resolve(seq, None, f"the writer died ({why})")
+        if not self._closing:
+            log.error("botrace store writer died (%s); the store stopped accepting", why)
+
+    def _resolve(self, seq: int, result: Any, error: str | None) -> None:
+        entry = self._replies.pop(seq, None)
+        if entry is None:
+            return
+        fut = entry[0]
+
+        def settle() -> None:
+            if fut.done():
+                return
+            if error is None:
+                fut.set_result(result)
+            else:
+                fut.set_exception(sqlite3.OperationalError(error))
+
+        self._loop.call_soon_threadsafe(settle)
+
+    async def _request(self, kind: str, *args: Any, progress: Any = None) -> Any:
+        if self._send is None or self._link_dead:
+            raise StoreError("the store is not open for writing")
+        fut = self._loop.create_future()
+        with self._cond:
+            self._seq += 1
+            seq = self._seq
+            self._replies[seq] = (fut, progress)
+            self._control.append((kind, seq, *args))
+            self._cond.notify_all()
+        return await fut
+
+    async def _writer_exec(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """Run one statement on the writer's connection (operations and fault tests)."""
+        return await self._request("exec", sql, tuple(params))
+
+    # ------------------------------------------------------------------ flush, prune
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every row accepted so far is written; False if ``timeout`` ran out
+        first (a fault is holding the writer back) or the writer died."""
+        if self._send is None:
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            target = self.accepted
+            self._flush_wanted = True
+            self._cond.notify_all()
+        while True:
+            with self._cond:
+                if self._link_dead:
+                    return False
+                if (self._acked_upto >= target and self._spill_file is None
+                        and not self._spill_inflight and not self._wstats.get("spill_queue")):
+                    return True
+                if not self._flush_wanted and self._acked_upto < target and not self._buf:
+                    self._flush_wanted = True
+                    self._cond.notify_all()
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.005)
 
     async def prune(self, retention_days: int | None = None, max_mb: int | None = None,
                     progress: Any = None) -> int:
-        """Prune now until nothing is due (``botrace prune``). Returns traces deleted.
+        """Prune now until nothing is due (``botrace prune``). Returns traces deleted,
+        including those the automatic pruning deleted since the store opened (or since
+        the last call) -- it starts at open, so a prune right after open shares the work.
 
         Whole traces, oldest first, ``prune_batch`` per transaction, so writes
         interleave; ``progress(deleted_so_far)`` is called after each batch.
         """
-        if self.read_only or self._wconn is None:
+        if self.read_only or self._send is None:
             raise StoreError("the store is not open for writing")
         await self.flush()
-        total = 0
-        while True:
-            n = await self._prune_step(retention_days, max_mb)
-            total += n
-            if progress is not None and n:
-                progress(total)
-            if n < self.prune_batch:
-                return total
+        return await self._request("prune", retention_days, max_mb, progress=progress)
+
+    async def _used_bytes(self) -> int:
+        pages = (await self._writer_exec("PRAGMA page_count"))[0][0]
+        free = (await self._writer_exec("PRAGMA freelist_count"))[0][0]
+        size = (await self._writer_exec("PRAGMA page_size"))[0][0]
+        return (pages - free) * size
 
     async def count_prunable(self, retention_days: int | None = None) -> int:
         """How many traces are older than the retention (for ``prune --dry-run``)."""
@@ -835,78 +777,15 @@ class TraceStore:
         if days <= 0:
             return 0
         cutoff = time.time_ns() - days * 86_400 * 1_000_000_000
-        async with self._reader().execute(
+        async with (await self._reader()).execute(
                 "SELECT count(*) FROM traces WHERE start_ns < ?", (cutoff,)) as cur:
             return (await cur.fetchone())[0]
 
     async def count_traces(self, since_ns: int | None = None, until_ns: int | None = None) -> int:
         """Traces started in ``[since_ns, until_ns)``."""
-        return await _query.count_traces(self._reader(), since_ns, until_ns)
+        return await _query.count_traces(await self._reader(), since_ns, until_ns)
 
-    async def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every row accepted so far is written; False if ``timeout`` ran out
-        first (a fault is holding the writer back)."""
-        task = self._writer_task
-        if task is None:
-            return True
-        deadline = None if timeout is None else time.monotonic() + timeout
-        target = self.accepted
-        while not task.done():
-            with self._cond:
-                settled = not self._pending
-            if (settled and not self._writing and self._settled_upto >= target
-                    and not self._spill_pending and not self._draining):
-                return True
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            self._wake.set()
-            await asyncio.sleep(0.005)
-        return not self._pending
-
-    # ------------------------------------------------------------------ faults
-
-    def _stat_id(self) -> tuple[int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return (st.st_dev, st.st_ino)
-
-    async def _check_file(self) -> None:
-        """The database file was deleted or replaced under us: start a fresh one."""
-        if self._stat_id() == self._file_id:
-            return
-        self._note_error("database file vanished or was replaced; recreating", None)
-        await self._reopen_writer()
-
-    async def _reopen_writer(self) -> None:
-        for conn in [self._wconn, *self._readers]:
-            try:
-                await conn.close()
-            except Exception:
-                pass
-        self._readers = []
-        self.reopened += 1
-        self._running_on_disk.clear()
-        self._plugins_seen = {}
-        try:
-            self._schema_version, _ = await asyncio.to_thread(self._prepare)
-        except StoreError as exc:
-            # a foreign file now sits at the path: leave it alone, keep failing
-            self._wconn = await self._connect_memory()
-            self._file_id = self._stat_id()
-            raise sqlite3.OperationalError(str(exc)) from None
-        self._wconn = await self._connect_writer()
-        self._file_id = self._stat_id()
-        await self._open_readers()
-        with self._cond:  # traces still running lost their started row with the file
-            for tid, row in self._running_traces.items():
-                if tid not in self._p_traces:
-                    self._p_traces[tid] = row
-                    self._pending += 1
-
-    async def _connect_memory(self) -> aiosqlite.Connection:
-        return await aiosqlite.connect(":memory:", isolation_level=None)
+    # ------------------------------------------------------------------ errors
 
     def _note_error(self, what: str, exc: BaseException | None) -> None:
         with self._cond:
@@ -921,110 +800,7 @@ class TraceStore:
             self._last_log = now
             log.warning("botrace store (%s): %s", self.path, text)
 
-    # ------------------------------------------------------------------ connections
-
-    def _inspect(self, conn: sqlite3.Connection) -> int:
-        """The file's schema version; StoreError when it is not ours."""
-        try:
-            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"{self.path} is not a readable SQLite database ({exc}); "
-                "it was left untouched - move it away or point trace_db_path elsewhere"
-            ) from None
-        if tables == 0 and app_id == 0:
-            return 0
-        if app_id != APPLICATION_ID:
-            raise StoreError(
-                f"{self.path} is a SQLite database of another application "
-                f"(application_id={app_id:#x}); it was left untouched"
-            )
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path} has schema version {version}, newer than this botrace "
-                f"understands ({SCHEMA_VERSION}); upgrade botrace"
-            )
-        return version
-
-    def _inspect_read_only(self) -> int:
-        if not self.path.exists():
-            raise StoreError(f"{self.path} does not exist")
-        conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            version = self._inspect(conn)
-        finally:
-            conn.close()
-        if version == 0:
-            raise StoreError(f"{self.path} is an empty database, not a botrace store")
-        if version < SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path} has schema version {version}; open it once read-write "
-                f"(any botrace command but serve) to migrate it to {SCHEMA_VERSION}"
-            )
-        return version
-
-    def _prepare(self) -> tuple[int, int]:
-        """Create or migrate the database, recover interrupted traces (worker thread)."""
-        path = self.path
-        if path.exists() and path.stat().st_size > 0:
-            # look before touching: a foreign or corrupt file must stay byte-for-byte as it is
-            probe = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-            try:
-                self._inspect(probe)
-            finally:
-                probe.close()
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, isolation_level=None, timeout=self.busy_timeout_ms / 1000)
-        try:
-            version = self._inspect(conn)
-            if version == 0:
-                conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("BEGIN IMMEDIATE")
-                for stmt in _statements(SCHEMA):
-                    conn.execute(stmt)
-                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                conn.execute("PRAGMA user_version = 1")
-                conn.execute("COMMIT")
-                version = 1
-            else:
-                conn.execute("PRAGMA journal_mode = WAL")
-            while version < SCHEMA_VERSION:
-                script, step = MIGRATIONS[version]
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    for stmt in _statements(script):
-                        conn.execute(stmt)
-                    if step is not None:
-                        step(conn)
-                    conn.execute(f"PRAGMA user_version = {version + 1}")
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                version += 1
-            recovered = _recover_interrupted(conn)
-            return version, recovered
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open {path}: {exc}") from None
-        finally:
-            conn.close()
-
-    async def _connect_writer(self) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(self.path, isolation_level=None)
-        for pragma in (
-            "PRAGMA journal_mode = WAL",
-            "PRAGMA synchronous = NORMAL",
-            f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}",
-            "PRAGMA temp_store = MEMORY",
-            "PRAGMA cache_size = -32000",
-            "PRAGMA journal_size_limit = 67108864",
-        ):
-            await conn.execute(pragma)
-        return conn
+    # ------------------------------------------------------------------ readers
 
     async def _open_readers(self) -> None:
         uri = self.path.resolve().as_uri() + ("?mode=ro" if self.read_only else "")
@@ -1036,9 +812,19 @@ class TraceStore:
             conn.row_factory = sqlite3.Row
             self._readers.append(conn)
 
-    def _reader(self) -> aiosqlite.Connection:
+    async def _reader(self) -> aiosqlite.Connection:
         if not self._readers:
             raise StoreError("the store is not open")
+        gen = self._wstats.get("reopened", 0)
+        if gen != self._readers_gen:  # the writer recreated the file: follow it
+            self._readers_gen = gen
+            old, self._readers = self._readers, []
+            for conn in old:
+                try:
+                    await conn.close()
+                except Exception:
+                    pass
+            await self._open_readers()
         self._reader_i = (self._reader_i + 1) % len(self._readers)
         return self._readers[self._reader_i]
 
@@ -1053,13 +839,16 @@ class TraceStore:
                 db_bytes += wal.stat().st_size
         except OSError:
             db_bytes = 0
+        w = self._wstats
+        last_error, last_error_ns = self.last_error, self.last_error_ns
+        if w.get("last_error_ns") and (last_error_ns is None or w["last_error_ns"] > last_error_ns):
+            last_error, last_error_ns = w["last_error"], w["last_error_ns"]
         if not self._opened:
             state = "closed"
         elif self.read_only:
             state = "read_only"
-        elif self._pending >= self.queue_max or (
-            self.last_error_ns and time.time_ns() - self.last_error_ns < 60_000_000_000
-        ):
+        elif self._link_dead or self._pending >= self.queue_max or (
+                last_error_ns and time.time_ns() - last_error_ns < 60_000_000_000):
             state = "degraded"
         else:
             state = "ok"
@@ -1067,6 +856,7 @@ class TraceStore:
             "state": state,
             "db_path": str(self.path),
             "db_bytes": db_bytes,
+            "writer": self.writer_mode,
             "queue_depth": self._pending,
             "queue_max": self.queue_max,
             "accepted": self.accepted,
@@ -1074,14 +864,14 @@ class TraceStore:
             "written": self.written,
             "dropped": self.dropped,
             "spilled": self.spilled,
-            "spill_queue": self._spill_pending,
+            "spill_queue": self._spill_pending + self._spill_inflight + w.get("spill_queue", 0),
             "write_errors": self.write_errors,
-            "last_error": self.last_error,
-            "last_error_ns": self.last_error_ns,
+            "last_error": last_error,
+            "last_error_ns": last_error_ns,
             "pruned_traces": self.pruned_traces,
             "recovered_traces": self.recovered_traces,
             "reopened": self.reopened,
-            "schema_version": self._schema_version,
+            "schema_version": w.get("schema_version") or self._schema_version,
         }
 
     # ------------------------------------------------------------------ queries
@@ -1089,90 +879,56 @@ class TraceStore:
     async def list_traces(self, filters: Mapping[str, Any] | None = None, limit: Any = 50,
                           cursor: str | None = None) -> dict[str, Any]:
         """Trace summaries, newest first; see docs/QUERY_API.md."""
-        return await _query.list_traces(self._reader(), filters, limit, cursor)
+        return await _query.list_traces(await self._reader(), filters, limit, cursor)
 
     async def get_trace(self, trace_id: str, *, flat: bool = False,
                         tree_only: bool = False) -> dict[str, Any] | None:
         """One trace: summary, flat spans and the span tree; None when unknown."""
-        return await _query.get_trace(self._reader(), trace_id, flat=flat, tree_only=tree_only)
+        return await _query.get_trace(await self._reader(), trace_id, flat=flat,
+                                      tree_only=tree_only)
 
     async def stats(self, group_by: str = "stage", since_ns: Any = None, until_ns: Any = None,
                     filters: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Latency, error and token statistics per stage / plugin / tool / model."""
-        return await _query.stats(self._reader(), group_by, since_ns, until_ns, filters)
+        return await _query.stats(await self._reader(), group_by, since_ns, until_ns, filters)
 
     async def sessions(self, filters: Mapping[str, Any] | None = None, limit: Any = 50,
                        cursor: str | None = None) -> dict[str, Any]:
         """Conversations (by session id, else umo) with totals, most recent first."""
-        return await _query.sessions(self._reader(), filters, limit, cursor)
+        return await _query.sessions(await self._reader(), filters, limit, cursor)
 
     async def users(self, filters: Mapping[str, Any] | None = None, limit: Any = 50,
                     cursor: str | None = None) -> dict[str, Any]:
         """Per-user totals, most recent first."""
-        return await _query.users(self._reader(), filters, limit, cursor)
+        return await _query.users(await self._reader(), filters, limit, cursor)
 
     async def iter_traces(self, since_ns: int | None = None, until_ns: int | None = None,
                           batch: int = 200):
         """Every stored trace in a time range with its spans, oldest first (for export)."""
-        async for item in _query.iter_traces(self._reader(), since_ns, until_ns, batch):
+        async for item in _query.iter_traces(await self._reader(), since_ns, until_ns, batch):
             yield item
 
 
-def _statements(script: str) -> list[str]:
-    return [s.strip() for s in script.split(";") if s.strip()]
-
-
-def _recover_interrupted(conn: sqlite3.Connection) -> int:
-    """Traces left ``running`` by a process that died: mark them (and their running
-    spans) ``interrupted`` and rebuild their totals and tags from the spans kept."""
-    found = conn.execute("SELECT trace_id, start_ns FROM traces WHERE status = 'running'").fetchall()
-    if not found:
-        return 0
-    conn.execute("BEGIN IMMEDIATE")
+def _pickle_batch(store: TraceStore, msg: tuple) -> bytes:
+    """Pickle a message; a record that will not pickle (an odd value on a span) is
+    dropped and counted instead of losing its whole batch."""
     try:
-        for tid, start in found:
-            key = {"start": start, "tid": tid}
-            conn.execute(
-                "UPDATE spans SET status = 'interrupted' WHERE trace_start_ns = :start "
-                "AND trace_id = :tid AND status = 'running'", key)
-            (n, tin, tout, tcached, llm, tools, errors, cost, end) = conn.execute(
-                """SELECT count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),
-                          coalesce(sum(cached_tokens), 0), coalesce(sum(span_type = 'llm_call'), 0),
-                          coalesce(sum(span_type = 'tool_call'), 0),
-                          coalesce(sum(status = 'error'), 0), coalesce(sum(cost_usd), 0),
-                          max(end_ns)
-                   FROM spans WHERE trace_start_ns = :start AND trace_id = :tid""", key,
-            ).fetchone()
-            plugins = [r[0] for r in conn.execute(
-                "SELECT DISTINCT plugin FROM spans WHERE trace_start_ns = :start "
-                "AND trace_id = :tid AND plugin IS NOT NULL", key)]
-            models = [r[0] for r in conn.execute(
-                "SELECT DISTINCT gkey FROM spans WHERE trace_start_ns = :start "
-                "AND trace_id = :tid AND span_type = 'llm_call' AND gkey IS NOT NULL", key)]
-            conn.execute(
-                """UPDATE traces SET status = 'interrupted', span_count = ?, input_tokens = ?,
-                          output_tokens = ?, cached_tokens = ?, llm_calls = ?, tool_calls = ?,
-                          error_count = ?, cost_usd = ?, end_ns = ?,
-                          duration_ns = CASE WHEN ? IS NULL THEN NULL ELSE ? - start_ns END,
-                          plugins = ?, models = ?
-                   WHERE trace_id = ?""",
-                (n, tin, tout, tcached, llm, tools, errors, cost, end, end, end,
-                 json.dumps(plugins), json.dumps(models), tid),
-            )
-            conn.execute(TAGS_FROM_SPANS_ONE, key)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return len(found)
-
-
-def _read_spill(path: Path) -> list[tuple[str, tuple]]:
-    records: list[tuple[str, tuple]] = []
-    with open(path, "rb") as f:
-        while True:
-            head = f.read(4)
-            if len(head) < 4:
-                return records
-            blob = f.read(int.from_bytes(head, "little"))
-            records.extend(pickle.loads(blob))  # our own file, written by this process
+        return pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        if msg[0] != "batch":
+            raise
+        good = []
+        for rec in msg[2]:
+            try:
+                pickle.dumps(rec, protocol=pickle.HIGHEST_PROTOCOL)
+                good.append(rec)
+            except Exception:
+                pass
+        lost = len(msg[2]) - len(good)
+        with store._cond:
+            store._dropped += lost
+            store._inflight -= lost
+            store._pending -= lost
+            store._note_error_locked(f"{lost} records could not be pickled; dropped", exc)
+        # the acknowledgement counts the records sent
+        return pickle.dumps((msg[0], msg[1], good, msg[3]), protocol=pickle.HIGHEST_PROTOCOL)

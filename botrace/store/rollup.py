@@ -1,0 +1,194 @@
+"""The statistics rollup (table ``stats_rollup``, see ``botrace.schema``): kept by the writer.
+
+The writer adds each finished span to a per-minute aggregate while it turns a batch
+into rows (:func:`new_agg` / the inlined adds in ``botrace.store.writer``), then
+:func:`fold` spreads the minute aggregates over the three grains and
+:class:`RollupCache` merges them into the stored rows in the batch's transaction.
+Retention subtracts what it deletes the same way (``sign=-1``), so the rollup always
+describes exactly the finished spans in ``spans``.
+
+Row layout in memory (a list, mutated in place)::
+
+    [n, dur_ns, self_ns, max_ns, input_tokens, output_tokens, cached_tokens, cost_usd,
+     min_trace_start_ns, {bucket: count}]
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from itertools import chain
+from typing import Any
+
+from botrace.schema import GRAINS, ROLLUP_COLS, bucket_value_ns
+
+__all__ = ["RollupCache", "fold", "new_agg", "rebuild_rollup"]
+
+MINUTE = GRAINS[-1]
+_encode_ints = json.JSONEncoder(separators=(",", ":")).encode
+_UPSERT = (f"INSERT OR REPLACE INTO stats_rollup ({', '.join(ROLLUP_COLS)}) "
+           f"VALUES ({', '.join('?' * len(ROLLUP_COLS))})")
+_DELETE = ("DELETE FROM stats_rollup WHERE grain = ? AND t0 = ? AND span_type = ? AND gkey = ? "
+           "AND name = ? AND plugin = ? AND status = ?")
+_LOAD = ("SELECT span_type, gkey, name, plugin, status, n, dur_ns, self_ns, max_ns, input_tokens, "
+         "output_tokens, cached_tokens, cost_usd, min_trace_start_ns, hist FROM stats_rollup "
+         "WHERE grain = ? AND t0 = ?")
+
+
+def new_agg(trace_start_ns: int) -> list:
+    return [0, 0, 0, 0, 0, 0, 0, 0.0, trace_start_ns, {}]
+
+
+def encode_hist(hist: dict[int, int]) -> str:
+    """``[bucket, count, bucket, count, ...]`` (in no particular order)."""
+    return _encode_ints(list(chain.from_iterable(hist.items())))
+
+
+def decode_hist(text: str) -> dict[int, int]:
+    flat = json.loads(text) if text else []
+    return dict(zip(flat[::2], flat[1::2]))
+
+
+def _merge(row: list, agg: list) -> None:
+    row[0] += agg[0]
+    row[1] += agg[1]
+    row[2] += agg[2]
+    if agg[3] > row[3]:
+        row[3] = agg[3]
+    row[4] += agg[4]
+    row[5] += agg[5]
+    row[6] += agg[6]
+    row[7] += agg[7]
+    if agg[8] < row[8]:
+        row[8] = agg[8]
+    hist = row[9]
+    for bucket, count in agg[9].items():
+        hist[bucket] = hist.get(bucket, 0) + count
+
+
+def _subtract(row: list, agg: list) -> None:
+    for i in (0, 1, 2, 4, 5, 6, 7):
+        row[i] -= agg[i]
+    hist = row[9]
+    for bucket, count in agg[9].items():
+        left = hist.get(bucket, 0) - count
+        if left > 0:
+            hist[bucket] = left
+        else:
+            hist.pop(bucket, None)
+    if agg[3] >= row[3] and hist:
+        # the longest span may have gone: the top of the highest bucket left (within
+        # one bucket's width, 3 %) is the best bound the rollup still knows
+        row[3] = min(row[3], int(bucket_value_ns(max(hist)) * 1.015) + 1)
+
+
+def fold(minutes: dict[tuple, list]) -> dict[tuple, list]:
+    """Minute aggregates ``(minute_t0, span_type, gkey, name, plugin, status) -> agg``
+    spread over every grain: ``(grain, t0, span_type, gkey, name, plugin, status) -> agg``."""
+    out: dict[tuple, list] = {}
+    for (m, *rest), agg in minutes.items():
+        for grain in GRAINS:
+            key = (grain, m - m % grain, *rest)
+            have = out.get(key)
+            if have is None:
+                out[key] = [*agg[:9], dict(agg[9])]
+            else:
+                _merge(have, agg)
+    return out
+
+
+class RollupCache:
+    """The writer's copy of the rollup rows it touched recently.
+
+    Rows are read from SQLite once per (grain, t0) bucket, merged in memory and written
+    back whole; the writer is the only one writing the table, so the copy stays true.
+    After a failed transaction the caller calls :meth:`clear` (rows were changed in place).
+    """
+
+    MAX_ROWS = 200_000
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple, list] = {}
+        self.loaded: set[tuple[int, int]] = set()
+
+    def clear(self) -> None:
+        self.rows.clear()
+        self.loaded.clear()
+
+    def _load(self, conn: sqlite3.Connection, grain: int, t0: int) -> None:
+        for r in conn.execute(_LOAD, (grain, t0)):
+            self.rows[(grain, t0, *r[:5])] = [*r[5:14], decode_hist(r[14])]
+        self.loaded.add((grain, t0))
+
+    def apply(self, conn: sqlite3.Connection, aggs: dict[tuple, list], sign: int = 1) -> int:
+        """Merge (``sign=1``) or subtract (``sign=-1``) ``aggs`` into the stored rows.
+        Returns how many rows were written or deleted."""
+        if len(self.rows) > self.MAX_ROWS:
+            self.clear()
+        rows = self.rows
+        upserts: list[tuple] = []
+        deletes: list[tuple] = []
+        for key, agg in aggs.items():
+            if (key[0], key[1]) not in self.loaded:
+                self._load(conn, key[0], key[1])
+            row = rows.get(key)
+            if sign > 0:
+                if row is None:
+                    row = rows[key] = [*agg[:9], dict(agg[9])]
+                else:
+                    _merge(row, agg)
+            else:
+                if row is None:
+                    continue
+                _subtract(row, agg)
+                if row[0] <= 0:
+                    del rows[key]
+                    deletes.append(key)
+                    continue
+            upserts.append((*key, *row[:9], encode_hist(row[9])))
+        if upserts:
+            conn.executemany(_UPSERT, upserts)
+        if deletes:
+            conn.executemany(_DELETE, deletes)
+        return len(upserts) + len(deletes)
+
+
+_FROM_SPANS = """
+SELECT start_ns - (start_ns % {minute}), coalesce(span_type, ''), coalesce(gkey, ''),
+       coalesce(name, ''), coalesce(plugin, ''), status, coalesce(dur_bucket, 0), count(*),
+       sum(end_ns - start_ns), coalesce(sum(self_ns), 0), max(end_ns - start_ns),
+       sum(input_tokens), sum(output_tokens), sum(cached_tokens), sum(cost_usd),
+       min(trace_start_ns)
+FROM spans WHERE end_ns IS NOT NULL {where}
+GROUP BY 1, 2, 3, 4, 5, 6, 7
+""".format(minute=MINUTE, where="{where}")
+
+
+def minute_aggs(rows: Any) -> dict[tuple, list]:
+    """Minute aggregates from ``_FROM_SPANS`` rows (one per key and duration bucket)."""
+    minutes: dict[tuple, list] = {}
+    for (m, st, gk, nm, pl, ss, bucket, n, dur, self_ns, mx, tin, tout, tc, cost,
+         tstart) in rows:
+        key = (m, st, gk, nm, pl, ss)
+        agg = minutes.get(key)
+        if agg is None:
+            agg = minutes[key] = new_agg(tstart)
+        _merge(agg, [n, dur, self_ns, mx, tin, tout, tc, cost, tstart, {bucket: n}])
+    return minutes
+
+
+def rebuild_rollup(conn: sqlite3.Connection) -> int:
+    """(Re)build the whole rollup from the stored spans (migration). Returns rows written."""
+    conn.execute("DELETE FROM stats_rollup")
+    aggs = fold(minute_aggs(conn.execute(_FROM_SPANS.format(where=""))))
+    conn.executemany(_UPSERT, [(*key, *agg[:9], encode_hist(agg[9]))
+                               for key, agg in aggs.items()])
+    return len(aggs)
+
+
+def spans_aggs(conn: sqlite3.Connection, upto_trace_start_ns: int) -> dict[tuple, list]:
+    """The rollup contribution of every finished span of traces started at or before
+    ``upto_trace_start_ns`` (what a retention batch is about to delete)."""
+    rows = conn.execute(_FROM_SPANS.format(where="AND trace_start_ns <= ?"),
+                        (upto_trace_start_ns,))
+    return fold(minute_aggs(rows))

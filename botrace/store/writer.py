@@ -1,0 +1,998 @@
+"""The store's writer: records in, SQLite rows out (one transaction per batch).
+
+The sink hooks (``botrace.store.TraceStore``) only capture cheap tuples, the *records*
+below, and hand them over in batches. Everything costly happens here: trace totals,
+self time, cost, JSON of input/output/meta, the statistics rollup, the SQLite writes,
+retention, spill files. By default this runs in a process of its own
+(:func:`main`, ``python -c ... FD``: a fresh interpreter, as multiprocessing's *spawn*
+makes, but started with ``subprocess`` so the host's ``__main__`` is never imported
+again), fed pickled batches over a socket, so json and SQLite hold their own GIL on
+another core; ``trace_store_writer = "thread"`` runs the same code in a thread.
+
+Records (first item is the kind)::
+
+    ("T", trace_id, start_ns, name, attributes)                       trace started
+    ("S", trace_id, trace_start_ns, span_id, parent_id, name, span_type, plugin_name,
+          start_ns, end_ns, status, error, input, output, meta, events, truncated)  span finished
+    ("J", ...)                        the same, its values already JSON (see :func:`encoded`)
+    ("R", trace_id, trace_start_ns, span_id, parent_id, name, span_type, plugin_name,
+          start_ns)                             span still running when its batch was taken
+    ("F", trace_id, start_ns, name, attributes, status, end_ns, dropped_spans, truncated)
+    ("P", name, display_name, plugin_type, version)                   a plugin's description
+
+Messages in: ``("batch", seq, records, upto)``, ``("spill", seq, path, count, upto)``,
+``("exec", seq, sql, params)``, ``("prune", seq, days, max_mb)``, ``("close", seq)``.
+Messages out: ``("ready", stats)``, ``("ack", seq, upto, rows, kind, stats)``,
+``("status", stats)``, ``("reply", seq, result, error)``, ``("progress", seq, n)``,
+``("closed", stats)``, ``("died", text)``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import sqlite3
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from botrace.pricing import PriceTable
+from botrace.schema import (
+    APPLICATION_ID,
+    DUR_BUCKET_BASE,
+    MIGRATIONS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    TAGS_FROM_SPANS_ONE,
+)
+from botrace.span import TRACE_FIELDS
+from botrace.store.rollup import MINUTE, RollupCache, fold, spans_aggs
+
+__all__ = ["StoreError", "Writer", "prepare_database", "read_spill"]
+
+_LOG_BASE = math.log(DUR_BUCKET_BASE)
+
+SPAN_COLS = (
+    "trace_start_ns", "trace_id", "span_id", "parent_id", "name", "span_type", "plugin", "gkey",
+    "start_ns", "end_ns", "status", "input_tokens", "output_tokens", "cached_tokens",
+    "self_ns", "dur_bucket", "cost_usd", "data",
+)
+TRACE_COLS = (
+    "trace_id", "name", "start_ns", "end_ns", "duration_ns", "status", "umo", "sender",
+    "user_id", "session_id", "outline", "agent_type", "platform", "input_tokens",
+    "output_tokens", "cached_tokens", "span_count", "llm_calls", "tool_calls", "error_count",
+    "dropped_spans", "truncated", "plugins", "models", "attributes", "cost_usd",
+)
+INSERT_SPAN = f"INSERT INTO spans ({', '.join(SPAN_COLS)}) VALUES ({', '.join('?' * len(SPAN_COLS))})"
+# a span whose "running" row was written by an earlier batch: finish that row
+_UPDATE_SPAN = (
+    "UPDATE spans SET parent_id = ?, name = ?, span_type = ?, plugin = ?, gkey = ?, "
+    "start_ns = ?, end_ns = ?, status = ?, input_tokens = ?, output_tokens = ?, "
+    "cached_tokens = ?, self_ns = ?, dur_bucket = ?, cost_usd = ?, data = ? "
+    "WHERE trace_start_ns = ? AND trace_id = ? AND span_id = ?"
+)
+_INSERT_PLUGIN = ("INSERT OR REPLACE INTO plugins (name, display_name, plugin_type, version) "
+                  "VALUES (?, ?, ?, ?)")
+_INSERT_TRACE = (f"INSERT OR REPLACE INTO traces ({', '.join(TRACE_COLS)}) "
+                 f"VALUES ({', '.join('?' * len(TRACE_COLS))})")
+# a "running" trace row never overwrites what is there (a finished row written before)
+_INSERT_TRACE_START = _INSERT_TRACE.replace("INSERT OR REPLACE", "INSERT OR IGNORE")
+_INSERT_TAG = "INSERT OR IGNORE INTO trace_tags (start_ns, trace_id, kind, value) VALUES (?, ?, ?, ?)"
+_INSERT_TAG_VALUE = "INSERT OR IGNORE INTO tag_values (kind, value) VALUES (?, ?)"
+
+_json_safe = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=repr).encode
+try:  # the C encoder made once: json.dumps builds one per call (half its cost on small dicts)
+    from json.encoder import c_make_encoder, encode_basestring
+
+    _c_encoder = c_make_encoder(None, repr, encode_basestring, None, ":", ",", False, False, True)
+except (ImportError, TypeError):  # pragma: no cover - a Python without the C accelerator
+    _c_encoder = None
+
+
+def encode(value: Any) -> str:
+    """Compact JSON (non-ASCII kept, unknown objects as their repr)."""
+    if _c_encoder is not None:
+        try:
+            return "".join(_c_encoder(value, 0))
+        except RecursionError:
+            pass  # a cycle: the checking encoder below says so
+    return _json_safe(value)
+
+
+def encoded(rec: tuple) -> tuple:
+    """A finished-span record ``("S", ...)`` with its values as JSON text and the few
+    meta values the writer needs picked out::
+
+        ("J", trace_id, trace_start_ns, span_id, parent_id, name, span_type, plugin_name,
+              start_ns, end_ns, status, data_json, key, input_tokens, output_tokens,
+              cached_tokens)
+
+    ``key`` is the model of an llm_call, the tool of a tool_call (None if not given).
+    The feeder thread does this before pickling a batch: a string crosses to the
+    writer process for a fraction of the price of the dicts it came from.
+    """
+    (_, tid, tstart, sid, pid, name, stype, plugin, start, end, status, error, inp, out, meta,
+     events, trunc) = rec
+    data = {}
+    if inp:
+        data["input"] = inp
+    if out:
+        data["output"] = out
+    if meta:
+        data["meta"] = meta
+    if events:
+        data["events"] = events
+    if error:
+        data["error"] = error
+    if trunc:
+        data["truncated"] = True
+    key = None
+    tin = tout = tc = 0
+    if meta:
+        if stype == "llm_call":
+            key = meta.get("model")
+            tin = _tok(meta.get("input_tokens"))
+            tout = _tok(meta.get("output_tokens"))
+            tc = _tok(meta.get("cached_tokens"))
+        elif stype == "tool_call":
+            key = meta.get("tool_name")
+        if key is not None:
+            key = str(key)
+    return ("J", tid, tstart, sid, pid, name, stype, plugin, start, end, status,
+            encode(data) if data else None, key, tin, tout, tc)
+
+
+class StoreError(Exception):
+    """The database cannot be opened or used (corrupt, foreign, newer version, missing)."""
+
+
+class _Acc:
+    """Running totals of one trace until its end record arrives."""
+
+    __slots__ = ("cached", "cost", "errors", "input", "llm", "models", "output", "plugins",
+                 "spans", "tool_calls", "tools", "types")
+
+    def __init__(self) -> None:
+        self.input = self.output = self.cached = 0
+        self.spans = self.llm = self.tool_calls = self.errors = 0
+        self.cost = 0.0
+        self.plugins: dict[str, None] = {}
+        self.models: dict[str, None] = {}
+        self.tools: dict[str, None] = {}
+        self.types: dict[str, None] = {}
+
+
+def _tok(value: Any) -> int:
+    return value if type(value) is int and value > 0 else 0
+
+
+# ---------------------------------------------------------------------------- database file
+
+def _inspect(conn: sqlite3.Connection, path: Path) -> int:
+    """The file's schema version; StoreError when it is not ours."""
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(
+            f"{path} is not a readable SQLite database ({exc}); "
+            "it was left untouched - move it away or point trace_db_path elsewhere"
+        ) from None
+    if tables == 0 and app_id == 0:
+        return 0
+    if app_id != APPLICATION_ID:
+        raise StoreError(
+            f"{path} is a SQLite database of another application "
+            f"(application_id={app_id:#x}); it was left untouched"
+        )
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} has schema version {version}, newer than this botrace "
+            f"understands ({SCHEMA_VERSION}); upgrade botrace"
+        )
+    return version
+
+
+def inspect_read_only(path: Path) -> int:
+    if not path.exists():
+        raise StoreError(f"{path} does not exist")
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        version = _inspect(conn, path)
+    finally:
+        conn.close()
+    if version == 0:
+        raise StoreError(f"{path} is an empty database, not a botrace store")
+    if version < SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} has schema version {version}; open it once read-write "
+            f"(any botrace command but serve) to migrate it to {SCHEMA_VERSION}"
+        )
+    return version
+
+
+def prepare_database(path: Path, busy_timeout_ms: int = 2_000) -> tuple[int, int]:
+    """Create or migrate the database and recover interrupted traces.
+
+    Returns ``(schema_version, traces_recovered)``; a foreign or corrupt file raises
+    :class:`StoreError` and stays byte-for-byte as it was.
+    """
+    if path.exists() and path.stat().st_size > 0:
+        probe = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            _inspect(probe, path)
+        finally:
+            probe.close()
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout_ms / 1000)
+    try:
+        version = _inspect(conn, path)
+        if version == 0:
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("BEGIN IMMEDIATE")
+            for stmt in _statements(SCHEMA):
+                conn.execute(stmt)
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute("PRAGMA user_version = 1")
+            conn.execute("COMMIT")
+            version = 1
+        else:
+            conn.execute("PRAGMA journal_mode = WAL")
+        while version < SCHEMA_VERSION:
+            script, step = MIGRATIONS[version]
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in _statements(script):
+                    conn.execute(stmt)
+                if step is not None:
+                    step(conn)
+                conn.execute(f"PRAGMA user_version = {version + 1}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            version += 1
+        return version, _recover_interrupted(conn)
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"cannot open {path}: {exc}") from None
+    finally:
+        conn.close()
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def _recover_interrupted(conn: sqlite3.Connection) -> int:
+    """Traces left ``running`` by a process that died: mark them (and their running
+    spans) ``interrupted`` and rebuild their totals and tags from the spans kept."""
+    found = conn.execute("SELECT trace_id, start_ns FROM traces WHERE status = 'running'").fetchall()
+    if not found:
+        return 0
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for tid, start in found:
+            key = {"start": start, "tid": tid}
+            conn.execute(
+                "UPDATE spans SET status = 'interrupted' WHERE trace_start_ns = :start "
+                "AND trace_id = :tid AND status = 'running'", key)
+            (n, tin, tout, tcached, llm, tools, errors, cost, end) = conn.execute(
+                """SELECT count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),
+                          coalesce(sum(cached_tokens), 0), coalesce(sum(span_type = 'llm_call'), 0),
+                          coalesce(sum(span_type = 'tool_call'), 0),
+                          coalesce(sum(status = 'error'), 0), coalesce(sum(cost_usd), 0),
+                          max(end_ns)
+                   FROM spans WHERE trace_start_ns = :start AND trace_id = :tid""", key,
+            ).fetchone()
+            plugins = [r[0] for r in conn.execute(
+                "SELECT DISTINCT plugin FROM spans WHERE trace_start_ns = :start "
+                "AND trace_id = :tid AND plugin IS NOT NULL", key)]
+            models = [r[0] for r in conn.execute(
+                "SELECT DISTINCT gkey FROM spans WHERE trace_start_ns = :start "
+                "AND trace_id = :tid AND span_type = 'llm_call' AND gkey IS NOT NULL", key)]
+            conn.execute(
+                """UPDATE traces SET status = 'interrupted', span_count = ?, input_tokens = ?,
+                          output_tokens = ?, cached_tokens = ?, llm_calls = ?, tool_calls = ?,
+                          error_count = ?, cost_usd = ?, end_ns = ?,
+                          duration_ns = CASE WHEN ? IS NULL THEN NULL ELSE ? - start_ns END,
+                          plugins = ?, models = ?
+                   WHERE trace_id = ?""",
+                (n, tin, tout, tcached, llm, tools, errors, cost, end, end, end,
+                 json.dumps(plugins), json.dumps(models), tid),
+            )
+            conn.execute(TAGS_FROM_SPANS_ONE, key)
+            conn.execute("INSERT OR IGNORE INTO tag_values (kind, value) SELECT kind, value "
+                         "FROM trace_tags WHERE start_ns = :start AND trace_id = :tid", key)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return len(found)
+
+
+def write_spill_frame(file: Any, records: list[tuple]) -> int:
+    blob = pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)
+    file.write(len(blob).to_bytes(4, "little") + blob)
+    return len(blob) + 4
+
+
+def read_spill(path: Path) -> list[tuple]:
+    """The records of a spill file; a frame cut short (a process killed mid-write) ends it."""
+    records: list[tuple] = []
+    with open(path, "rb") as f:
+        while True:
+            head = f.read(4)
+            if len(head) < 4:
+                return records
+            size = int.from_bytes(head, "little")
+            blob = f.read(size)
+            if len(blob) < size:
+                return records
+            try:
+                records.extend(pickle.loads(blob))  # our own file, written by a botrace store
+            except (pickle.UnpicklingError, EOFError, ValueError):
+                return records
+
+
+def leftover_spills(spill_path: Path) -> list[Path]:
+    """Spill files a previous process left: handed-off ones first (oldest first)."""
+    found = [p for p in spill_path.parent.glob(spill_path.name + ".*.draining")]
+    old = spill_path.with_name(spill_path.name + ".draining")  # an older botrace's name
+    if old.exists():
+        found.append(old)
+    found.sort(key=lambda p: (p.stat().st_mtime_ns, p.name))
+    if spill_path.exists():
+        found.append(spill_path)
+    return found
+
+
+# ---------------------------------------------------------------------------- the writer
+
+class Writer:
+    """Turns records into rows and writes them; one instance per store, one thread of control."""
+
+    def __init__(self, cfg: dict[str, Any], emit: Any) -> None:
+        self.path = Path(cfg["path"])
+        self.busy_timeout_ms = int(cfg.get("busy_timeout_ms", 2_000))
+        self.prices = PriceTable(cfg.get("prices") or {})
+        self.retention_days = int(cfg.get("retention_days", 0) or 0)
+        self.max_mb = int(cfg.get("max_mb", 0) or 0)
+        self.prune_interval = float(cfg.get("prune_interval", 300.0))
+        self.prune_batch = int(cfg.get("prune_batch", 500))
+        self.first_prune = float(cfg.get("first_prune", 2.0))  # s after start
+        self.max_backoff = float(cfg.get("max_backoff", 5.0))
+        self.spill_chunk = int(cfg.get("spill_chunk", 50_000))
+        self.coalesce = int(cfg.get("coalesce", 60_000))  # records in one transaction at most
+        self.spill_path = Path(cfg.get("spill_path") or str(self.path) + ".spill")
+        self.emit = emit
+        self.recv: Any = None
+        self.conn: sqlite3.Connection | None = None
+        self.file_id: tuple[int, int] | None = None
+        self.acc: dict[str, _Acc] = {}
+        self.child_ns: dict[str, int] = {}
+        self.on_disk: dict[str, None] = {}  # span ids whose "running" row is on disk
+        self.running_traces: dict[str, tuple] = {}  # started rows, re-written if the file is lost
+        self.plugins: dict[str, tuple] = {}
+        self.tag_values: set[tuple[str, str]] = set()  # (kind, value) pairs in trace_tags
+        self.lost_file = False
+        self.cache = RollupCache()
+        self.inbox: deque = deque()
+        self.stop_checkpoints = threading.Event()
+        self.closing = False
+        self.host_gone = False
+        self.abandon = False
+        self.prune_due = False
+        self.next_prune = 0.0
+        self.last_log = 0.0
+        self.written = 0
+        self.write_errors = 0
+        self.pruned_traces = 0
+        self.unreported_pruned = 0  # deleted by automatic pruning, not yet told to prune()
+        self.reopened = 0
+        self.dropped = 0
+        self.spill_queue = 0
+        self.schema_version = 0
+        self.last_error: str | None = None
+        self.last_error_ns: int | None = None
+
+    def stats(self) -> dict[str, Any]:
+        return {"written": self.written, "write_errors": self.write_errors,
+                "pruned_traces": self.pruned_traces, "reopened": self.reopened,
+                "dropped": self.dropped, "spill_queue": self.spill_queue,
+                "schema_version": self.schema_version, "last_error": self.last_error,
+                "last_error_ns": self.last_error_ns}
+
+    def note_error(self, what: str, exc: BaseException | None) -> None:
+        self.last_error = what if exc is None else f"{what}: {type(exc).__name__}: {exc}"
+        self.last_error_ns = time.time_ns()
+
+    # ------------------------------------------------------------------ connection
+
+    def _stat_id(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    def connect(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               timeout=self.busy_timeout_ms / 1000)
+        for pragma in (
+            "PRAGMA journal_mode = WAL",
+            "PRAGMA synchronous = NORMAL",
+            f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}",
+            "PRAGMA temp_store = MEMORY",
+            "PRAGMA cache_size = -32000",
+            "PRAGMA journal_size_limit = 67108864",
+            # checkpoints run in a thread of their own (they release the GIL), this is
+            # only the safety net should that thread fall behind
+            "PRAGMA wal_autocheckpoint = 16384",
+        ):
+            conn.execute(pragma)
+        self.schema_version = conn.execute("PRAGMA user_version").fetchone()[0]
+        self.tag_values = set(conn.execute("SELECT kind, value FROM tag_values"))
+        self.conn = conn
+        self.file_id = self._stat_id()
+
+    def _checkpoints(self) -> None:
+        """Copy the WAL into the database in the background (PASSIVE: never blocks the
+        writer or a reader), so a commit does not pay for it."""
+        conn = None
+        gen = -1
+        while not self.stop_checkpoints.wait(0.25):
+            try:
+                if conn is None or gen != self.reopened:
+                    if conn is not None:
+                        conn.close()
+                    gen = self.reopened
+                    conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=rw", uri=True,
+                                           isolation_level=None, check_same_thread=False,
+                                           timeout=0.1)
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error:
+                if conn is not None:
+                    conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()
+
+    def _check_file(self) -> None:
+        """The database file was deleted or replaced under us: start a fresh one."""
+        if self._stat_id() == self.file_id:
+            return
+        self.note_error("database file vanished or was replaced; recreating", None)
+        self._reopen()
+
+    def _reopen(self) -> None:
+        try:
+            self.conn.close()
+        except Exception:
+            pass
+        self.reopened += 1
+        self.on_disk.clear()
+        self.cache.clear()
+        self.lost_file = True
+        try:
+            self.schema_version, _ = prepare_database(self.path, self.busy_timeout_ms)
+        except StoreError as exc:
+            # a foreign file now sits at the path: leave it alone, keep failing
+            self.conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            self.file_id = self._stat_id()
+            raise sqlite3.OperationalError(str(exc)) from None
+        self.connect()
+
+    # ------------------------------------------------------------------ records -> rows
+
+    def process(self, records: list[tuple]) -> tuple:
+        """Rows for one transaction (trace totals, self time and the rollup are updated
+        here, once, whatever happens to the write)."""
+        ends: dict[str, tuple] = {}
+        starts: dict[str, tuple] = {}
+        inserts: list[tuple] = []
+        updates: list[tuple] = []
+        tags: list[tuple] = []
+        plugins: dict[str, tuple] = {}
+        minutes: dict[tuple, list] = {}
+        started: list[str] = []
+        accs = self.acc
+        child_ns = self.child_ns
+        on_disk = self.on_disk
+        prices = self.prices
+        log = math.log
+        lb = _LOG_BASE
+        minute = MINUTE
+        dropped = 0
+        for rec in records:
+            kind = rec[0]
+            if kind == "S":  # not encoded by the feeder (thread mode, spill file)
+                try:
+                    rec = encoded(rec)
+                except Exception:  # a value the encoder cannot handle: count, go on
+                    dropped += 1
+                    continue
+                kind = "J"
+            if kind == "J":
+                (_, tid, tstart, sid, pid, name, stype, plugin, start, end, status, text,
+                 gkey, tin, tout, tc) = rec
+                acc = accs.get(tid)
+                if acc is None:  # a straggler, or a trace started before the store opened
+                    acc = _Acc()
+                cost = 0.0
+                if stype == "llm_call":
+                    acc.llm += 1
+                    if gkey is not None:
+                        acc.models[gkey] = None
+                    if prices:
+                        cost = prices.cost(gkey, tin, tout, tc)
+                elif stype == "tool_call":
+                    acc.tool_calls += 1
+                    if gkey is None:
+                        gkey = name
+                    acc.tools[gkey] = None
+                elif stype == "plugin_call":
+                    gkey = plugin
+                else:
+                    gkey = name
+                ch = child_ns.pop(sid, 0)
+                if end is None:
+                    dur = self_ns = bucket = None
+                else:
+                    dur = end - start
+                    self_ns = dur - ch if dur > ch else 0
+                    if pid is not None:
+                        child_ns[pid] = child_ns.get(pid, 0) + dur
+                    bucket = int(log(dur) / lb) + 1 if dur >= 1 else 0
+                acc.spans += 1
+                if tin or tout or tc:
+                    acc.input += tin
+                    acc.output += tout
+                    acc.cached += tc
+                    acc.cost += cost
+                if status == "error":
+                    acc.errors += 1
+                acc.types[stype] = None
+                if plugin is not None:
+                    acc.plugins[plugin] = None
+                row = (tstart, tid, sid, pid, name, stype, plugin, gkey, start, end, status,
+                       tin, tout, tc, self_ns, bucket, cost, text)
+                if sid in on_disk:
+                    updates.append((*row[3:], tstart, tid, sid))
+                else:
+                    inserts.append(row)
+                if dur is not None:
+                    key = (start - start % minute, stype or "", gkey or "", name or "",
+                           plugin or "", status)
+                    agg = minutes.get(key)
+                    if agg is None:
+                        agg = minutes[key] = [0, 0, 0, 0, 0, 0, 0, 0.0, tstart, {}]
+                    agg[0] += 1
+                    agg[1] += dur
+                    agg[2] += self_ns
+                    if dur > agg[3]:
+                        agg[3] = dur
+                    if tin or tout or tc:
+                        agg[4] += tin
+                        agg[5] += tout
+                        agg[6] += tc
+                        agg[7] += cost
+                    if tstart < agg[8]:
+                        agg[8] = tstart
+                    hist = agg[9]
+                    hist[bucket] = hist.get(bucket, 0) + 1
+            elif kind == "T":
+                _, tid, start, name, attrs = rec
+                if tid not in accs:
+                    accs[tid] = _Acc()
+                    if len(accs) > 200_000:  # traces that never end: forget the oldest
+                        for old in list(accs)[:20_000]:
+                            del accs[old]
+                try:
+                    row = self._trace_row(tid, name, start, attrs, "running", None, _Acc(), 0, False)
+                except Exception:
+                    dropped += 1
+                    continue
+                starts[tid] = self.running_traces[tid] = row
+            elif kind == "F":
+                _, tid, start, name, attrs, status, end, dropped_spans, trunc = rec
+                acc = accs.pop(tid, None) or _Acc()
+                self.running_traces.pop(tid, None)
+                if acc.errors and status == "ok":
+                    status = "error"
+                try:
+                    row = self._trace_row(tid, name, start, attrs, status, end, acc,
+                                          dropped_spans, trunc)
+                except Exception:
+                    dropped += 1
+                    continue
+                starts.pop(tid, None)
+                ends[tid] = row
+                tags += [(start, tid, "span_type", v) for v in acc.types]
+                tags += [(start, tid, "plugin", v) for v in acc.plugins]
+                tags += [(start, tid, "model", v) for v in acc.models]
+                tags += [(start, tid, "tool", v) for v in acc.tools]
+            elif kind == "R":
+                sid = rec[3]
+                if sid not in on_disk:
+                    plugin, stype, name = rec[7], rec[6], rec[5]
+                    gkey = (name if stype not in ("llm_call", "tool_call", "plugin_call")
+                            else plugin if stype == "plugin_call" else None)
+                    inserts.append((rec[2], rec[1], sid, rec[4], name, stype, plugin, gkey,
+                                    rec[8], None, "running", 0, 0, 0, None, None, 0.0, None))
+                    started.append(sid)
+            elif kind == "P":
+                plugins[rec[1]] = self.plugins[rec[1]] = rec[1:]
+        if len(child_ns) > 500_000:  # parents that never end: forget the oldest
+            for old in list(child_ns)[:50_000]:
+                del child_ns[old]
+        self.dropped += dropped
+        rows = len(inserts) + len(updates) + len(ends) + len(starts)
+        return (ends, starts, inserts, updates, tags, plugins, minutes, started, rows)
+
+    @staticmethod
+    def _trace_row(tid: str, name: str, start: int, attrs: Any, status: str,
+                   end: int | None, acc: _Acc, dropped_spans: Any, truncated: Any) -> tuple:
+        attrs = dict(attrs) if attrs else {}
+        cols = []
+        for key in TRACE_FIELDS:
+            value = attrs.pop(key, None)
+            cols.append(None if value is None else str(value))
+        return (
+            tid, name, start, end, None if end is None else end - start, status, *cols,
+            acc.input, acc.output, acc.cached, acc.spans, acc.llm, acc.tool_calls, acc.errors,
+            int(dropped_spans or 0), int(bool(truncated)),
+            encode(list(acc.plugins)), encode(list(acc.models)),
+            encode(attrs) if attrs else None, acc.cost,
+        )
+
+    # ------------------------------------------------------------------ writing
+
+    def write(self, payload: tuple) -> bool:
+        """One attempt at writing a processed batch in one transaction."""
+        ends, starts, inserts, updates, tags, plugins, minutes, started, rows = payload
+        try:
+            self._check_file()
+            conn = self.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if ends:
+                    conn.executemany(_INSERT_TRACE, list(ends.values()))
+                if starts:
+                    conn.executemany(_INSERT_TRACE_START, list(starts.values()))
+                if self.lost_file:  # what the lost file held that is still needed
+                    conn.executemany(_INSERT_TRACE_START, list(self.running_traces.values()))
+                    conn.executemany(_INSERT_PLUGIN, list(self.plugins.values()))
+                if inserts:
+                    conn.executemany(INSERT_SPAN, inserts)
+                if updates:
+                    conn.executemany(_UPDATE_SPAN, updates)
+                if tags:
+                    conn.executemany(_INSERT_TAG, tags)
+                    known = self.tag_values
+                    new = {(t[2], t[3]) for t in tags} - known
+                    if new:
+                        conn.executemany(_INSERT_TAG_VALUE, new)
+                        known |= new
+                if plugins:
+                    conn.executemany(_INSERT_PLUGIN, list(plugins.values()))
+                if minutes:
+                    self.cache.apply(conn, fold(minutes))
+                conn.execute("COMMIT")
+            except BaseException:
+                self.cache.clear()  # rows were merged in place: read them again
+                self.tag_values = set(conn.execute("SELECT kind, value FROM tag_values"))
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                raise
+        except (sqlite3.Error, OSError, ValueError) as exc:
+            self.write_errors += 1
+            self.note_error("write failed", exc)
+            if isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc):
+                try:
+                    self._reopen()
+                except sqlite3.Error:
+                    pass
+            return False
+        self.lost_file = False
+        on_disk = self.on_disk
+        for row in updates:
+            on_disk.pop(row[-1], None)
+        for span_id in started:
+            on_disk[span_id] = None
+        if len(on_disk) > 200_000:  # spans that never end: forget the oldest
+            for span_id in list(on_disk)[:50_000]:
+                del on_disk[span_id]
+        self.written += rows
+        return True
+
+    def write_retrying(self, payload: tuple) -> bool:
+        """Write, waiting out a fault (locked, disk full) with a growing pause; while
+        closing, give up (rows counted as dropped) once the pause is at its longest."""
+        if self.abandon:
+            self.dropped += payload[-1]
+            return False
+        backoff = 0.0
+        while not self.write(payload):
+            self.emit(("status", self.stats()))
+            if self.closing and backoff >= self.max_backoff:
+                self.dropped += payload[-1]
+                self.abandon = True
+                return False
+            backoff = min(self.max_backoff, max(0.05, backoff * 2))
+            self._wait(backoff)
+        return True
+
+    def _wait(self, seconds: float) -> None:
+        """Pause, but keep reading: run ``exec`` now (a test lifts its fault that way), keep
+        the rest in order for later."""
+        end = time.monotonic() + seconds
+        while not self.host_gone:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            msg = self._recv(left)
+            if msg is None:
+                continue
+            if msg[0] == "exec":
+                self._exec(msg)
+            else:
+                if msg[0] == "close":
+                    self.closing = True
+                self.inbox.append(msg)
+        time.sleep(min(seconds, 0.05))
+
+    def _recv(self, timeout: float | None) -> Any:
+        try:
+            return self.recv(timeout)
+        except (EOFError, OSError):
+            self.host_gone = self.closing = True
+            return None
+
+    # ------------------------------------------------------------------ messages
+
+    def run(self, recv: Any) -> None:
+        self.recv = recv
+        self.connect()
+        checkpointer = threading.Thread(target=self._checkpoints, daemon=True,
+                                        name="botrace-store-checkpoint")
+        checkpointer.start()
+        try:
+            self._serve()
+        finally:
+            self.stop_checkpoints.set()
+            checkpointer.join(5.0)
+
+    def _serve(self) -> None:
+        # the first pruning a moment after start, not at once: a `botrace prune` run
+        # counts the traces first, and the first batches of a host go ahead of it
+        self.next_prune = time.monotonic() + min(self.first_prune, self.prune_interval)
+        leftovers: list[tuple[Path, list]] = []
+        for path in leftover_spills(self.spill_path):
+            try:
+                records = read_spill(path)
+            except OSError as exc:
+                self.note_error("unreadable spill file left as it was", exc)
+                continue
+            leftovers.append((path, records))
+            self.spill_queue += len(records)
+        self.emit(("ready", self.stats()))
+        for path, records in leftovers:  # a previous process died with overflow on disk
+            self._drain(path, records)
+            self.spill_queue -= len(records)
+        if leftovers:
+            self.emit(("status", self.stats()))
+        while True:
+            if self.inbox:
+                msg = self.inbox.popleft()
+            elif self.host_gone:
+                break
+            else:
+                if not self.prune_due and time.monotonic() >= self.next_prune:
+                    self.prune_due = True
+                timeout = 0.0 if self.prune_due else max(0.0, self.next_prune - time.monotonic())
+                msg = self._recv(timeout)
+            if msg is None:
+                if self.prune_due and not self.closing:
+                    self._prune_tick()
+                continue
+            kind = msg[0]
+            if kind == "batch":
+                # behind? take the batches already waiting into the same transaction:
+                # the rollup rows and the commit are paid once for all of them
+                msgs = [msg]
+                total = len(msg[2])
+                while total < self.coalesce:
+                    nxt = self.inbox.popleft() if self.inbox else self._recv(0)
+                    if nxt is None:
+                        break
+                    if nxt[0] != "batch":
+                        self.inbox.appendleft(nxt)
+                        break
+                    msgs.append(nxt)
+                    total += len(nxt[2])
+                records = msg[2] if len(msgs) == 1 else [r for m in msgs for r in m[2]]
+                self.write_retrying(self.process(records))
+                for _, seq, recs, upto in msgs:
+                    self.emit(("ack", seq, upto, len(recs), "batch", self.stats()))
+            elif kind == "spill":
+                _, seq, path, count, upto = msg
+                path = Path(path)
+                try:
+                    records = read_spill(path)
+                except OSError as exc:
+                    self.note_error("unreadable spill file left as it was", exc)
+                    records = None
+                if records is not None:
+                    if self.abandon:  # closing with the fault on: it stays for the next open
+                        pass
+                    else:
+                        self._drain(path, records)
+                self.emit(("ack", seq, upto, count, "spill", self.stats()))
+            elif kind == "exec":
+                self._exec(msg)
+            elif kind == "prune":
+                _, seq, days, cap = msg
+                try:
+                    total = self._prune_all(days, cap, seq)
+                    self.emit(("reply", seq, total, None))
+                except (sqlite3.Error, OSError) as exc:
+                    self.emit(("reply", seq, None, f"{type(exc).__name__}: {exc}"))
+            elif kind == "close":
+                self._finish()
+                self.emit(("closed", self.stats()))
+                return
+            if self.prune_due and not self.inbox and not self.closing:
+                self._prune_tick()
+        self._finish()
+
+    def _drain(self, path: Path, records: list) -> None:
+        """Write a spill file's records, ``spill_chunk`` to a transaction, then delete it."""
+        wrote = False
+        for i in range(0, len(records), self.spill_chunk):
+            wrote |= self.write_retrying(self.process(records[i:i + self.spill_chunk]))
+        if wrote or not self.abandon:  # (untouched while closing on a fault: kept for next open)
+            path.unlink(missing_ok=True)
+
+    def _exec(self, msg: tuple) -> None:
+        _, seq, sql, params = msg
+        try:
+            result = self.conn.execute(sql, params).fetchall()
+            self.emit(("reply", seq, result, None))
+        except sqlite3.Error as exc:
+            self.emit(("reply", seq, None, f"{type(exc).__name__}: {exc}"))
+
+    def _finish(self) -> None:
+        if self.conn is None:
+            return
+        if not self.abandon:
+            try:  # fresh planner statistics for the next reader (sampled: milliseconds)
+                self.conn.execute("PRAGMA analysis_limit = 400")
+                self.conn.execute("ANALYZE")
+            except sqlite3.Error:
+                pass
+        try:
+            self.conn.close()
+        except sqlite3.Error:
+            pass
+        self.conn = None
+
+    # ------------------------------------------------------------------ retention
+
+    def _prune_tick(self) -> None:
+        """One bounded prune step between batches; the round ends with a sampled ANALYZE."""
+        try:
+            n = self.prune_step(self.retention_days, self.max_mb)
+        except (sqlite3.Error, OSError) as exc:
+            self.write_errors += 1
+            self.note_error("prune failed", exc)
+            n = 0
+        if n < self.prune_batch:
+            self.prune_due = False
+            self.next_prune = time.monotonic() + self.prune_interval
+            try:
+                self.conn.execute("PRAGMA analysis_limit = 400")
+                self.conn.execute("ANALYZE")
+            except sqlite3.Error as exc:
+                self.note_error("analyze failed", exc)
+        self.emit(("status", self.stats()))
+
+    def _prune_all(self, days: int | None, cap: int | None, seq: int) -> int:
+        days = self.retention_days if days is None else days
+        cap = self.max_mb if cap is None else cap
+        # what the automatic pruning deleted since the store opened counts too (a
+        # `botrace prune` run opens the store and asks at once: both are its work)
+        total, self.unreported_pruned = self.unreported_pruned, 0
+        while True:
+            n = self.prune_step(days, cap, automatic=False)
+            total += n
+            if n:
+                self.emit(("progress", seq, total))
+            if n < self.prune_batch:
+                self.emit(("status", self.stats()))
+                return total
+
+    def prune_step(self, days: int, cap: int, automatic: bool = True) -> int:
+        """Delete about ``prune_batch`` whole traces (oldest first) that are too old, or
+        while the database is over its size cap; their spans leave the rollup too."""
+        conn = self.conn
+        upto = None
+        if days > 0:
+            upto = self._batch_end(time.time_ns() - days * 86_400 * 1_000_000_000)
+        if upto is None and cap > 0 and self.used_bytes() > cap * 1024 * 1024:
+            upto = self._batch_end(None)
+        if upto is None:
+            return 0
+        # spans and tags are keyed by their trace's start time, so a batch of whole traces
+        # is a few key-range deletes: no trace is ever left half-deleted
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.cache.apply(conn, spans_aggs(conn, upto), sign=-1)
+            conn.execute("DELETE FROM spans WHERE trace_start_ns <= ?", (upto,))
+            conn.executemany("DELETE FROM trace_tags WHERE kind = ? AND value = ? "
+                             "AND start_ns <= ?", [(k, v, upto) for k, v in self.tag_values])
+            deleted = conn.execute("DELETE FROM traces WHERE start_ns <= ?", (upto,)).rowcount
+            conn.execute("COMMIT")
+        except BaseException:
+            self.cache.clear()
+            conn.execute("ROLLBACK")
+            raise
+        self.pruned_traces += deleted
+        if automatic:
+            self.unreported_pruned += deleted
+        conn.execute("PRAGMA incremental_vacuum(2000)")  # a bounded amount of freed pages
+        return deleted
+
+    def _batch_end(self, before_ns: int | None) -> int | None:
+        where, params = ("WHERE start_ns < ?", [before_ns]) if before_ns is not None else ("", [])
+        row = self.conn.execute(
+            f"SELECT max(start_ns) FROM (SELECT start_ns FROM traces {where} "
+            "ORDER BY start_ns LIMIT ?)", [*params, self.prune_batch]).fetchone()
+        return row[0] if row else None
+
+    def used_bytes(self) -> int:
+        conn = self.conn
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        size = conn.execute("PRAGMA page_size").fetchone()[0]
+        return (pages - free) * size
+
+
+# ---------------------------------------------------------------------------- process entry
+
+def main(argv: list[str]) -> int:
+    """The writer process: serve one store over the socket whose descriptor is ``argv[1]``."""
+    import signal
+    from multiprocessing.connection import Connection
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the host's; it closes us
+    conn = Connection(int(argv[1]))
+    cfg = pickle.loads(conn.recv_bytes())
+
+    def emit(msg: tuple) -> None:
+        conn.send_bytes(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def recv(timeout: float | None) -> Any:
+        if timeout is not None and not conn.poll(timeout):
+            return None
+        return pickle.loads(conn.recv_bytes())
+
+    writer = Writer(cfg, emit)
+    try:
+        writer.run(recv)
+    except BaseException as exc:
+        try:
+            emit(("died", f"{type(exc).__name__}: {exc}"))
+        except OSError:
+            pass
+        raise
+    return 0
+

@@ -1,0 +1,175 @@
+"""Statistics from the rollup: exact whatever the window, per grain, after migration."""
+
+from __future__ import annotations
+
+import math
+import random
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from botrace.config import Settings
+from botrace.query import _cover
+from botrace.schema import GRAINS, MIGRATIONS
+from botrace.store import TraceStore
+from botrace.store.synthetic import feed, synthetic_traces
+
+PRICES = {"gpt-4o": {"input": 2.5, "cached_input": 1.25, "output": 10.0}}
+START = 1_700_000_000 * 10**9  # 2023-11-14 22:13:20 UTC: the traces cross midnight
+
+
+@pytest.fixture(scope="module")
+def generated() -> list:
+    # 300 traces, one every 97 s: eight hours over a day boundary, so every grain is used
+    return list(synthetic_traces(300, spans=20, start_ns=START, step_ns=97 * 10**9, seed=11,
+                                 error_rate=0.2))
+
+
+@pytest.fixture(scope="module", params=["process", "thread"])
+def writer(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+async def store(tmp_path: Path, generated, writer):
+    settings = Settings.from_mapping({"trace_price_table": PRICES, "trace_retention_days": 0,
+                                      "trace_store_writer": writer})
+    s = TraceStore(tmp_path / "r.db", settings, flush_interval=0.0)
+    await s.open()
+    for trace in generated:
+        feed(s, trace)
+    assert await s.flush(timeout=30)
+    yield s
+    await s.close()
+
+
+def gkey(span) -> str | None:
+    meta = span.meta or {}
+    if span.span_type == "llm_call":
+        return meta.get("model")
+    if span.span_type == "tool_call":
+        return meta.get("tool_name") or span.name
+    if span.span_type == "plugin_call":
+        return span.plugin.name if span.plugin else None
+    return span.name
+
+
+KEY = {"stage": ("pipeline_stage", gkey), "tool": ("tool_call", gkey),
+       "model": ("llm_call", gkey), "plugin": ("plugin_call", gkey),
+       "span_type": (None, lambda s: s.span_type), "name": (None, lambda s: s.name)}
+
+
+def expected(generated, group, lo, hi, status=None, plugin=None) -> dict[str, list]:
+    span_type, key = KEY[group]
+    out: dict[str, list] = {}
+    for t in generated:
+        for s in t.spans:
+            if s.end_ns is None or (lo is not None and s.start_ns < lo) or \
+                    (hi is not None and s.start_ns >= hi):
+                continue
+            if span_type is not None and s.span_type != span_type:
+                continue
+            if status is not None and s.status != status:
+                continue
+            if plugin is not None and (s.plugin is None or s.plugin.name != plugin):
+                continue
+            k = key(s)
+            if k is not None:
+                out.setdefault(k, []).append(s)
+    return out
+
+
+def check(result, want) -> None:
+    groups = {g["key"]: g for g in result["groups"]}
+    assert set(groups) == set(want)
+    for k, spans in want.items():
+        g = groups[k]
+        durations = sorted(s.end_ns - s.start_ns for s in spans)
+        assert g["count"] == len(spans), k
+        assert g["errors"] == sum(s.status == "error" for s in spans), k
+        assert g["total_ms"] == pytest.approx(sum(durations) / 1e6, abs=1e-4), k  # rounded
+        assert g["max_ms"] == pytest.approx(durations[-1] / 1e6, abs=1e-4), k
+        assert g["output_tokens"] == sum((s.meta or {}).get("output_tokens", 0) for s in spans
+                                         if s.span_type == "llm_call")
+        for name, p in (("p50_ms", 0.5), ("p95_ms", 0.95), ("p99_ms", 0.99)):
+            exact = durations[max(1, math.ceil(p * len(durations))) - 1] / 1e6
+            assert g[name] == pytest.approx(exact, rel=0.031), (k, name)
+
+
+async def test_whole_window_per_group_matches_the_spans(store, generated) -> None:
+    for group in KEY:
+        check(await store.stats(group), expected(generated, group, None, None))
+
+
+async def test_unaligned_windows_are_exact(store, generated) -> None:
+    rnd = random.Random(3)
+    end = generated[-1].end_ns
+    for _ in range(12):
+        lo = rnd.randrange(START - 10**9, end)
+        hi = rnd.choice([None, rnd.randrange(lo, end + 10**9)])
+        lo = rnd.choice([lo, None]) if hi is not None else lo
+        group = rnd.choice(list(KEY))
+        check(await store.stats(group, since_ns=lo, until_ns=hi),
+              expected(generated, group, lo, hi))
+
+
+async def test_status_and_plugin_filters_come_from_the_rollup_too(store, generated) -> None:
+    lo, hi = START + 3_600 * 10**9 + 7, START + 5 * 3_600 * 10**9 - 11
+    check(await store.stats("tool", lo, hi, {"status": "error"}),
+          expected(generated, "tool", lo, hi, status="error"))
+    check(await store.stats("model", lo, hi, {"plugin": "weather"}),
+          expected(generated, "model", lo, hi, plugin="weather"))
+
+
+async def test_user_filter_reads_the_spans_of_those_traces(store, generated) -> None:
+    user = generated[0].attributes["user_id"]
+    mine = [t for t in generated if t.attributes["user_id"] == user]
+    check(await store.stats("span_type", filters={"user_id": user}),
+          expected(mine, "span_type", None, None))
+
+
+def test_cover_splits_a_window_into_whole_buckets_and_edges() -> None:
+    day, hour, minute = GRAINS
+    lo = 5 * day + 3 * hour + 7 * minute + 11
+    hi = 9 * day + 2 * hour + 5
+    pieces = _cover(lo, hi, GRAINS)
+    assert (day, 6 * day, 9 * day) in pieces
+    assert (hour, 5 * day + 4 * hour, 6 * day) in pieces
+    assert (minute, 5 * day + 3 * hour + 8 * minute, 5 * day + 4 * hour) in pieces
+    assert (None, lo, 5 * day + 3 * hour + 8 * minute) in pieces
+    assert (hour, 9 * day, 9 * day + 2 * hour) in pieces
+    assert (None, 9 * day + 2 * hour, hi) in pieces
+    covered = sorted((a, b) for _, a, b in pieces)
+    assert covered[0][0] == lo and covered[-1][1] == hi
+    assert all(covered[i][1] == covered[i + 1][0] for i in range(len(covered) - 1))
+    assert _cover(None, None, GRAINS) == [(day, None, None)]
+
+
+async def test_a_version_2_database_gets_its_rollup_at_open(tmp_path: Path) -> None:
+    from test_store import make_v1_database
+
+    db = tmp_path / "v2.db"
+    make_v1_database(db)
+    conn = sqlite3.connect(db, isolation_level=None)  # take it to version 2 only
+    script, step = MIGRATIONS[1]
+    conn.execute("BEGIN")
+    for stmt in (s for s in script.split(";") if s.strip()):
+        conn.execute(stmt)
+    step(conn)
+    conn.execute("PRAGMA user_version = 2")
+    conn.execute("COMMIT")
+    assert "spans_stats" in {r[1] for r in conn.execute("PRAGMA index_list(spans)")}
+    conn.close()
+    async with TraceStore(db) as store:
+        st = await store.stats("model")
+        assert [(g["key"], g["count"]) for g in st["groups"]] == [("gpt-4o", 1)]
+        assert st["groups"][0]["p50_ms"] == pytest.approx(3.0, rel=0.03)
+        names = await store.stats("span_type")
+        assert {g["key"]: g["count"] for g in names["groups"]} == {"message": 1, "llm_call": 1}
+        assert (await store.list_traces({"model": "gpt-4o"}))["total"] == 1
+    conn = sqlite3.connect(db)
+    assert "spans_stats" not in {r[1] for r in conn.execute("PRAGMA index_list(spans)")}
+    # one row per grain for each of the two spans
+    assert conn.execute("SELECT count(*) FROM stats_rollup").fetchone()[0] == 2 * len(GRAINS)
+    conn.close()
