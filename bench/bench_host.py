@@ -134,6 +134,9 @@ async def part1(rounds: int, messages: int, store: bool, latency_ms: float = 0.0
     print(f"  tracing costs {(on - off) * us:.1f} us/message = "
           f"{(on - off) * us / per_msg:.2f} us/span, all in (caller + dispatcher thread)")
     print(f"  ratio on/off = {on / off:.3f}" + ("  (target <= 1.05)" if not latency_ms else ""))
+    best_off, best_on = min(times[False]), min(times[True])
+    print(f"  best rounds: off {best_off * us:.1f} us, on {best_on * us:.1f} us/message, "
+          f"ratio {best_on / best_off:.3f} (least disturbed by other load on the machine)")
     return on / off
 
 
