@@ -166,6 +166,9 @@ class _Acc:
         self.types: dict[str, None] = {}
 
 
+_EMPTY = _Acc()  # (read only)
+
+
 def _tok(value: Any) -> int:
     return value if type(value) is int and value > 0 else 0
 
@@ -594,12 +597,7 @@ class Writer:
                     if len(accs) > 200_000:  # traces that never end: forget the oldest
                         for old in list(accs)[:20_000]:
                             del accs[old]
-                try:
-                    row = self._trace_row(tid, name, start, attrs, "running", None, _Acc(), 0, False)
-                except Exception:
-                    dropped += 1
-                    continue
-                starts[tid] = self.running_traces[tid] = row
+                starts[tid] = rec  # its "running" row is made below if it does not end here
             elif kind == "F":
                 _, tid, start, name, attrs, status, end, dropped_spans, trunc = rec
                 acc = accs.pop(tid, None) or _Acc()
@@ -632,6 +630,13 @@ class Writer:
         if len(child_ns) > 500_000:  # parents that never end: forget the oldest
             for old in list(child_ns)[:50_000]:
                 del child_ns[old]
+        for tid, (_, _, start, name, attrs) in list(starts.items()):
+            try:
+                starts[tid] = self.running_traces[tid] = self._trace_row(
+                    tid, name, start, attrs, "running", None, _EMPTY, 0, False)
+            except Exception:
+                del starts[tid]
+                dropped += 1
         self.dropped += dropped
         rows = len(inserts) + len(updates) + len(ends) + len(starts)
         return (ends, starts, inserts, updates, tags, plugins, minutes, started, rows)
@@ -640,15 +645,14 @@ class Writer:
     def _trace_row(tid: str, name: str, start: int, attrs: Any, status: str,
                    end: int | None, acc: _Acc, dropped_spans: Any, truncated: Any) -> tuple:
         attrs = dict(attrs) if attrs else {}
-        cols = []
-        for key in TRACE_FIELDS:
-            value = attrs.pop(key, None)
-            cols.append(None if value is None else str(value))
+        pop = attrs.pop
+        cols = [None if (v := pop(key, None)) is None else str(v) for key in TRACE_FIELDS]
         return (
             tid, name, start, end, None if end is None else end - start, status, *cols,
             acc.input, acc.output, acc.cached, acc.spans, acc.llm, acc.tool_calls, acc.errors,
             int(dropped_spans or 0), int(bool(truncated)),
-            encode(list(acc.plugins)), encode(list(acc.models)),
+            encode(list(acc.plugins)) if acc.plugins else "[]",
+            encode(list(acc.models)) if acc.models else "[]",
             encode(attrs) if attrs else None, acc.cost,
         )
 
