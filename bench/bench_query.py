@@ -144,6 +144,16 @@ async def main() -> None:
               f"({sum(g['count'] for g in res['groups']):,} spans in {len(res['groups'])} groups)")
     ms = await timed(lambda i: store.stats("tool", since_ns=start + 5 * DAY), 5)
     print(f"  by tool, last day     p50 {statistics.median(ms):6.0f} ms")
+    # windows on no minute boundary: whole days/hours/minutes from the rollup, the
+    # part-minutes at both edges from the spans
+    ms = await timed(lambda i: store.stats(
+        "model", since_ns=start + i * DAY // 3 + 12_345_678_901,
+        until_ns=start + i * DAY // 3 + 12_345_678_901 + 36 * 3_600 * 10**9 + 17_000_000_007), 5)
+    print(f"  by model, 36 h window off the minute grid   p50 {statistics.median(ms):6.0f} ms  "
+          f"max {max(ms):6.0f} ms")
+    ms = await timed(lambda i: store.stats("span_type", filters={"user_id": f"u{i * 37}"}), 5)
+    print(f"  by span type, one user (the spans of its ~100 traces)   p50 "
+          f"{statistics.median(ms):6.0f} ms")
 
     print("\nsessions / users, first page of 50:")
     for name, fn in (("sessions", lambda i: store.sessions(limit=50)),
