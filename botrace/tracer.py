@@ -208,13 +208,13 @@ class Tracer:
     async def start(self) -> Tracer:
         """Start the dispatcher thread and the sinks (``botrace_startup``), on the event loop."""
         self._ensure_dispatching()
-        for result in call_isolated(self.pm, "botrace_startup", self._dispatcher.faults, tracer=self):
-            if inspect.isawaitable(result):
-                try:
-                    await result
-                except Exception:
-                    self._dispatcher.faults("startup", "botrace: a sink failed to start", exc_info=True)
+        await _await_all(self._call_sinks("botrace_startup"), self._dispatcher.faults, "startup")
         return self
+
+    def _call_sinks(self, hook_name: str) -> list[Any]:
+        """Call a lifecycle hook on every sink (isolated); the awaitables they returned."""
+        return [r for r in call_isolated(self.pm, hook_name, self._dispatcher.faults, tracer=self)
+                if inspect.isawaitable(r)]
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Block until every event so far reached the sinks (False on timeout)."""
@@ -228,12 +228,7 @@ class Tracer:
         """Dispatch what is queued, stop the thread, then ``botrace_shutdown`` (awaited)."""
         await asyncio.to_thread(self._dispatcher.stop)
         self._started = False
-        for result in call_isolated(self.pm, "botrace_shutdown", self._dispatcher.faults, tracer=self):
-            if inspect.isawaitable(result):
-                try:
-                    await result
-                except Exception:
-                    self._dispatcher.faults("shutdown", "botrace: a sink failed to shut down", exc_info=True)
+        await _await_all(self._call_sinks("botrace_shutdown"), self._dispatcher.faults, "shutdown")
         uninstall(self)
 
     def close(self) -> None:
@@ -244,13 +239,12 @@ class Tracer:
         """
         self._dispatcher.stop()
         self._started = False
-        pending = [r for r in call_isolated(self.pm, "botrace_shutdown", self._dispatcher.faults,
-                                            tracer=self) if inspect.isawaitable(r)]
+        pending = self._call_sinks("botrace_shutdown")
         if pending:
             try:
                 asyncio.get_running_loop()
             except RuntimeError:
-                asyncio.run(_await_all(pending, self._dispatcher.faults))
+                asyncio.run(_await_all(pending, self._dispatcher.faults, "shutdown"))
             else:
                 for awaitable in pending:
                     if inspect.iscoroutine(awaitable):
@@ -334,12 +328,13 @@ class _HookRelay:
         return dir(self._pm.hook)
 
 
-async def _await_all(awaitables: list[Any], faults: Any) -> None:
+async def _await_all(awaitables: list[Any], faults: Any, what: str) -> None:
+    """Await each sink's ``botrace_<what>`` awaitable; one that fails is logged and counted, not raised."""
     for awaitable in awaitables:
         try:
             await awaitable
         except Exception:
-            faults("shutdown", "botrace: a sink failed to shut down", exc_info=True)
+            faults(what, "botrace: a sink failed in botrace_%s", what, exc_info=True)
 
 
 class _CoreSpans:
