@@ -11,23 +11,11 @@ from webui import create_app, is_loopback, keys, run_server
 from webui.api import API_PREFIX, ROUTES
 
 try:
-    from browser.harness import Host, wait_for_trace
+    from browser.harness import wait_for_trace
 except ImportError:  # pragma: no cover - tests/ imported as a package
-    from tests.browser.harness import Host, wait_for_trace
+    from tests.browser.harness import wait_for_trace
 
 V1 = API_PREFIX
-
-
-@pytest.fixture
-async def host(tmp_path):
-    h = await Host(str(tmp_path / "traces.db"), step_s=0).open()
-    yield h
-    await h.stop()
-
-
-@pytest.fixture
-async def client(host, aiohttp_client):
-    return await aiohttp_client(host.app)
 
 
 async def _chat(host, text="hello", user="u1", session="s1"):

@@ -6,8 +6,6 @@ import asyncio
 import json
 import threading
 
-import pytest
-
 from webui import keys
 from webui.api import API_PREFIX
 from webui.livehub import LiveHub
@@ -18,18 +16,6 @@ except ImportError:  # pragma: no cover
     from tests.browser.harness import Host, wait_for_trace
 
 STREAM = f"{API_PREFIX}/stream"
-
-
-@pytest.fixture
-async def host(tmp_path):
-    h = await Host(str(tmp_path / "traces.db"), step_s=0).open()
-    yield h
-    await h.stop()
-
-
-@pytest.fixture
-async def client(host, aiohttp_client):
-    return await aiohttp_client(host.app)
 
 
 async def read_events(resp, until, timeout=5.0):
