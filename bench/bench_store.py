@@ -37,11 +37,10 @@ def fresh(path: Path) -> None:
 
 
 def hooks(store: TraceStore, item) -> None:
-    """What the dispatcher thread calls for one message, in the tracer's order."""
+    """What the dispatcher thread calls for one message, in the tracer's order (the store
+    has no span-started hook: it finds running spans in the open traces' span lists)."""
     trace, by_end = item
     store.botrace_trace_started(trace=trace)
-    for span in trace.spans:
-        store.botrace_span_started(span=span)
     for span in by_end:
         store.botrace_span_finished(span=span)
     store.botrace_trace_finished(trace=trace)

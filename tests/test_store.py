@@ -63,7 +63,7 @@ async def test_tracer_spans_reach_sqlite_with_totals_and_tree(db: Path) -> None:
     assert row[1:6] == ("ok", "u1", 5, 1000, 100)
     assert row[6] == pytest.approx(0.0035)
     assert rows(db, "SELECT count(*) FROM spans WHERE trace_id = ?", (root.trace_id,)) == [(5,)]
-    tags = set(rows(db, "SELECT kind, value FROM trace_tags"))
+    tags = set(rows(db, "SELECT v.kind, v.value FROM trace_tags g JOIN tag_values v USING (tag)"))
     assert {("plugin", "weather"), ("model", "gpt-4o"), ("tool", "get_weather"),
             ("span_type", "llm_call")} <= tags
 
@@ -84,6 +84,44 @@ async def test_tracer_spans_reach_sqlite_with_totals_and_tree(db: Path) -> None:
     assert store.health()["state"] == "closed"
 
 
+
+@pytest.mark.parametrize("writer", ["process", "thread"])
+async def test_spans_still_running_are_stored_running_then_replaced(db: Path, writer) -> None:
+    """The store has no span-started hook: the feeder finds running spans in the open
+    trace's span list, writes them as "running" once, and their finished rows replace them."""
+    tracer = Tracer({"trace_enable": True}, load_entrypoints=False)
+    store = TraceStore(db, tracer.settings, flush_interval=0.01, writer=writer)
+    tracer.register(store, name="store")
+    await tracer.start()
+    assert not hasattr(store, "botrace_span_started")
+    statuses = "SELECT name, status FROM spans ORDER BY start_ns"
+    with tracer.start_trace("message", {"user_id": "u1"}) as root:
+        with tracer.span("Process", "pipeline_stage"):
+            with tracer.span("first", "custom"):
+                pass
+            await tracer.aflush()
+            await store.flush()
+            assert rows(db, statuses) == [("message", "running"), ("Process", "running"),
+                                          ("first", "ok")]
+            assert rows(db, "SELECT status FROM traces") == [("running",)]
+            with tracer.span("second", "custom"):
+                await tracer.aflush()
+                await store.flush()
+                assert rows(db, statuses)[-1] == ("second", "running")
+            await tracer.aflush()
+            await store.flush()
+            # nothing new was started: the running rows are not written again
+            assert len(rows(db, statuses)) == 4
+    await tracer.aflush()
+    await store.flush()
+    assert rows(db, statuses) == [("message", "ok"), ("Process", "ok"), ("first", "ok"),
+                                  ("second", "ok")]
+    assert rows(db, "SELECT trace_id, status, span_count FROM traces") == [
+        (root.trace_id, "ok", 4)]
+    assert store._open == {}
+    assert store.dropped == 0
+    await tracer.aclose()
+
 CRASH_SCRIPT = textwrap.dedent("""
     import asyncio, os, sys
     from botrace.store import TraceStore
@@ -101,8 +139,6 @@ CRASH_SCRIPT = textwrap.dedent("""
                 span.end_ns, span.status = None, "running"
         trace.end_ns = None
         store.botrace_trace_started(trace=trace)
-        for span in trace.spans:
-            store.botrace_span_started(span=span)
         for span in done:
             store.botrace_span_finished(span=span)
         await store.flush()
@@ -289,7 +325,7 @@ async def test_close_writes_everything_accepted(db: Path, writer) -> None:
     await store.open()
     traces = list(synthetic_traces(300, spans=20))
     for trace in traces:
-        feed(store, trace, started=True)
+        feed(store, trace)
     await store.close()  # no flush before: close must write it all
     assert rows(db, "SELECT count(*) FROM traces WHERE status != 'running'") == [(300,)]
     assert rows(db, "SELECT count(*) FROM spans WHERE status != 'running'") == [(6000,)]

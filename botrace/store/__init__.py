@@ -2,19 +2,22 @@
 
 Write path (never on the host's path)::
 
-    dispatcher thread: botrace_span_started / _finished / botrace_trace_* hooks
+    dispatcher thread: botrace_span_finished / botrace_trace_* hooks
         └─ capture a tuple of the span's fields (a *record*, no JSON, no totals) and
            append it to a list under a lock                           ~1 µs a span
     feeder thread "botrace-store-feeder" (every flush_interval, sooner under load)
-        └─ takes the list, adds a "running" record for spans still open, pickles
-           the batch and sends it to the writer
+        └─ takes the list, adds a "running" record for each span of an open trace
+           that is still running, encodes span values as JSON, pickles the batch
+           and sends it to the writer
     writer process (botrace.store.writer; or a thread, ``trace_store_writer``)
         └─ trace totals, self time, cost, JSON, statistics rollup; one SQLite
            transaction per batch (WAL); retention between batches; spill files
 
 A span that starts and finishes within one batch is written once; a span still
 running when its batch is taken is written as ``running`` and replaced when it
-finishes. So a process killed mid-message leaves its trace and every span flushed
+finishes. The store has no ``botrace_span_started`` hook: the feeder finds running
+spans in the span lists of the traces still open (a look at the spans added since the
+last batch), so the dispatcher calls nothing per span start for the store. So a process killed mid-message leaves its trace and every span flushed
 so far; the next :meth:`TraceStore.open` marks them ``interrupted``.
 
 When the writer falls behind, the queue (rows taken by the hooks and not yet written)
@@ -68,6 +71,7 @@ WRITER_MODES = ("process", "thread")
 _MAX_BATCH = 20_000  # records per message to the writer
 _BIG = 1_000  # a batch this big goes at once (records die young: no GC promotion)
 _INSERT_SPAN = INSERT_SPAN  # (the benchmark's baseline writes span rows with it)
+_MAX_OPEN = 100_000  # traces started and not finished that the feeder looks into
 _CHILD = "import sys; from botrace.store.writer import main; sys.exit(main(sys.argv))"
 
 
@@ -133,8 +137,11 @@ class TraceStore:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._buf: list[tuple] = []
-        self._started: dict[str, Any] = {}  # spans started and not finished, not yet taken
-        self._pending = 0  # records in _buf and _started, and sent but not acknowledged
+        # traces started and not finished: trace_id -> [its span list, how many of them
+        # the feeder has looked at]; a span still running when looked at gets a
+        # "running" record
+        self._open: dict[str, list] = {}
+        self._pending = 0  # records in _buf, and sent but not acknowledged
         self._inflight = 0  # records sent, not acknowledged
         self._waited = False  # one backpressure wait per overload
         self._spilling = False
@@ -145,6 +152,8 @@ class TraceStore:
         self._spill_seq = 0
         self._control: list[tuple] = []
         self._flush_wanted = False
+        self._takes = 0  # batches taken by the feeder (flush waits for one after its call)
+        self._take_accepted = 0  # records accepted when the last one was taken
         self._gather_until: float | None = None
         self._seq = 0
         self._acked_upto = 0
@@ -372,27 +381,17 @@ class TraceStore:
         if not self._accepting:
             return
         attrs = trace.attributes
-        self._put(("T", trace.trace_id, trace.start_ns, trace.name,
-                   dict(attrs) if attrs else None), self._hard_max)
-
-    @hookimpl
-    def botrace_span_started(self, span: Any) -> None:
-        if not self._accepting:
-            return
-        # Keep the span itself: its "running" record is made when its batch is taken,
-        # and only if it is still running then (most spans start and end within a batch).
+        tid = trace.trace_id
+        rec = ("T", tid, trace.start_ns, trace.name, dict(attrs) if attrs else None)
+        spans = getattr(trace, "spans", None)
         with self._lock:
-            if self._spilling or self._pending >= self.queue_max * 0.8:
-                # keep room for what finishes: a missing "running" row costs nothing
-                # once the span's finished row arrives
-                return
-            sid = span.span_id
-            if sid not in self._started:
-                self._started[sid] = span
-                self._pending += 1
-                self.accepted += 1
-                if len(self._started) == 1 and not self._buf:
-                    self._cond.notify_all()
+            if spans is not None:
+                opened = self._open
+                opened[tid] = [spans, 0]
+                if len(opened) > _MAX_OPEN:  # traces that never end: forget the oldest
+                    for old in list(opened)[:_MAX_OPEN // 10]:
+                        del opened[old]
+            self._put_locked(rec, self._hard_max)
 
     @hookimpl
     def botrace_span_finished(self, span: Any) -> None:
@@ -410,8 +409,6 @@ class TraceStore:
                span.span_type, pname, span.start_ns, span.end_ns, span.status, span.error,
                span.input, span.output, span.meta, span.events, span.truncated)
         with self._lock:
-            if self._started and self._started.pop(sid, None) is not None:
-                self._pending -= 1
             if self._spilling or self._pending >= self.queue_max:
                 self._overflow_locked(rec, self.queue_max)
                 return
@@ -427,9 +424,12 @@ class TraceStore:
         if not self._accepting:
             return
         attrs = trace.attributes
-        self._put(("F", trace.trace_id, trace.start_ns, trace.name,
-                   dict(attrs) if attrs else None, trace.status, trace.end_ns,
-                   getattr(trace, "dropped_spans", 0), trace.truncated), self._hard_max)
+        tid = trace.trace_id
+        rec = ("F", tid, trace.start_ns, trace.name, dict(attrs) if attrs else None,
+               trace.status, trace.end_ns, getattr(trace, "dropped_spans", 0), trace.truncated)
+        with self._lock:
+            self._open.pop(tid, None)
+            self._put_locked(rec, self._hard_max)
 
     def _see_plugin(self, plugin: Any) -> None:
         """A plugin's description is stored once (and again when it changes), not per span."""
@@ -442,14 +442,17 @@ class TraceStore:
 
     def _put(self, rec: tuple, limit: int) -> None:
         with self._lock:
-            if self._spilling or self._pending >= limit:
-                self._overflow_locked(rec, limit)
-                return
-            self._buf.append(rec)
-            self._pending += 1
-            self.accepted += 1
-            if len(self._buf) == 1:
-                self._cond.notify_all()
+            self._put_locked(rec, limit)
+
+    def _put_locked(self, rec: tuple, limit: int) -> None:
+        if self._spilling or self._pending >= limit:
+            self._overflow_locked(rec, limit)
+            return
+        self._buf.append(rec)
+        self._pending += 1
+        self.accepted += 1
+        if len(self._buf) == 1:
+            self._cond.notify_all()
 
     def _overflow_locked(self, rec: tuple, limit: int) -> None:
         """The queue is full (or a spill file is open): wait once for the writer, then
@@ -505,7 +508,7 @@ class TraceStore:
                                 or len(self._buf) >= _BIG)
                     if take:
                         break
-                    if self._buf or self._started or self._spill_file is not None:
+                    if self._buf or self._open or self._spill_file is not None:
                         now = time.monotonic()
                         if self._gather_until is None:
                             self._gather_until = now + self.flush_interval
@@ -527,12 +530,14 @@ class TraceStore:
                     flush = self._flush_wanted
                     self._flush_wanted = False
                     batch = self._take_locked()
+                    self._takes += 1
+                    self._take_accepted = self.accepted
                     # everything accepted so far is in this batch or an earlier one
                     # (flush waits for its acknowledgement), unless some is still listed
-                    upto = 0 if self._buf or self._started else self.accepted
+                    upto = 0 if self._buf else self.accepted
                     if self._spill_file is not None and not self._buf:
                         spill = self._hand_off_spill_locked(upto)
-                    done = (self._closing and not self._buf and not self._started
+                    done = (self._closing and not self._buf
                             and spill is None and self._spill_file is None)
                     self._seq += 1
                     seq = self._seq
@@ -582,18 +587,34 @@ class TraceStore:
             batch, self._buf = buf[:_MAX_BATCH], buf[_MAX_BATCH:]
         else:
             batch, self._buf = buf, []
-        if self._started and not self._buf:
-            started, self._started = self._started, {}
-            for span in started.values():
-                if span.end_ns is None:  # still running: its "running" row goes now
+        if self._open and not self._buf and not self._spilling \
+                and self._pending < self.queue_max * 0.8:
+            # (under overload running rows wait: a missing one costs nothing once the
+            # span's finished row arrives)
+            self._add_running_locked(batch)
+        return batch
+
+    def _add_running_locked(self, batch: list[tuple]) -> None:
+        """A "running" record for each span added to an open trace since the last look
+        that has not finished yet (one that has finished has its record on the way)."""
+        n = 0
+        for entry in self._open.values():
+            spans, seen = entry
+            end = len(spans)
+            if seen == end:
+                continue
+            for i in range(seen, end):
+                span = spans[i]
+                if span.end_ns is None:
                     plugin = span.plugin
                     trace = span.trace
                     batch.append(("R", trace.trace_id, trace.start_ns, span.span_id,
                                   span.parent_id, span.name, span.span_type,
                                   None if plugin is None else plugin.name, span.start_ns))
-                else:  # ended; its finished record is on its way
-                    self._pending -= 1
-        return batch
+                    n += 1
+            entry[1] = end
+        self._pending += n
+        self.accepted += n
 
     def _hand_off_spill_locked(self, upto: int) -> tuple | None:
         self._spill_file.close()
@@ -683,7 +704,7 @@ class TraceStore:
             self._dropped += lost
             self._pending = self._inflight = 0
             self._buf = []
-            self._started = {}
+            self._open = {}
             self._note_error_locked(f"writer died ({why}); store stopped, {lost} records lost",
                                     None)
             self._cond.notify_all()
@@ -734,14 +755,22 @@ class TraceStore:
             return True
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
+            takes = self._takes
             target = self.accepted
             self._flush_wanted = True
             self._cond.notify_all()
+        taken = False
         while True:
             with self._cond:
                 if self._link_dead:
                     return False
-                if (self._acked_upto >= target and self._spill_file is None
+                if not taken:
+                    if self._takes == takes:  # the feeder has not taken a batch since
+                        target = self.accepted
+                    else:  # it has, with the running records of the open traces
+                        taken = True
+                        target = max(target, self._take_accepted)
+                if (taken and self._acked_upto >= target and self._spill_file is None
                         and not self._spill_inflight and not self._wstats.get("spill_queue")):
                     return True
                 if not self._flush_wanted and self._acked_upto < target and not self._buf:

@@ -165,7 +165,7 @@ def _build(trace: SynthTrace, rnd: random.Random, n: int, error_rate: float) -> 
 def feed(sink: Any, trace: SynthTrace, *, started: bool = False) -> None:
     """Call ``sink``'s hooks for a finished trace in the tracer's order (children end first)."""
     sink.botrace_trace_started(trace=trace)
-    if started:
+    if started and hasattr(sink, "botrace_span_started"):
         for span in trace.spans:
             sink.botrace_span_started(span=span)
     for span in sorted(trace.spans, key=lambda s: s.end_ns):
