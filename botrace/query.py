@@ -165,6 +165,10 @@ def parse_trace_filters(filters: Mapping[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
+# a tag's number (trace_tags is keyed by it), looked up once per query
+_TAG_NUMBER = "(SELECT tag FROM tag_values WHERE kind = ? AND value = ?)"
+
+
 def _trace_where(f: Mapping[str, Any], driver: str | None = None,
                  ts: str = "t.start_ns") -> tuple[list[str], list[Any]]:
     """Conditions for the trace filters; ``driver`` is a tag kind answered by the
@@ -190,9 +194,9 @@ def _trace_where(f: Mapping[str, Any], driver: str | None = None,
     for kind in _TAG_FILTERS:
         if kind in f:
             if kind == driver:
-                where.append("g.kind = ? AND g.value = ?")
+                where.append(f"g.tag = {_TAG_NUMBER}")
             else:
-                where.append("EXISTS (SELECT 1 FROM trace_tags x WHERE x.kind = ? AND x.value = ? "
+                where.append(f"EXISTS (SELECT 1 FROM trace_tags x WHERE x.tag = {_TAG_NUMBER} "
                              "AND x.start_ns = t.start_ns AND x.trace_id = t.trace_id)")
             params += [kind, f[kind]]
     return where, params

@@ -18,13 +18,13 @@ __all__ = [
     "SCHEMA",
     "SCHEMA_V1",
     "SCHEMA_VERSION",
-    "TAGS_FROM_SPANS_ONE",
+    "TAGS_OF_TRACE",
     "bucket_value_ns",
     "duration_bucket",
 ]
 
 APPLICATION_ID = 0x62747263  # "btrc"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Durations are histogrammed in log buckets (3 % wide) so percentiles over a
 # million spans come from a GROUP BY of small integers, not a sort.
@@ -137,8 +137,6 @@ UNION SELECT trace_start_ns, trace_id, 'tool', gkey FROM spans s
     WHERE span_type = 'tool_call' AND gkey IS NOT NULL {where}
 """
 TAGS_FROM_SPANS_ALL = TAGS_FROM_SPANS.format(where="")
-TAGS_FROM_SPANS_ONE = TAGS_FROM_SPANS.format(
-    where="AND s.trace_start_ns = :start AND s.trace_id = :tid")
 
 
 def _v1_to_v2_backfill(conn) -> None:  # sqlite3.Connection, inside the migration transaction
@@ -201,10 +199,48 @@ def _v2_to_v3_rollup(conn) -> None:  # sqlite3.Connection, inside the migration 
     rebuild_rollup(conn)
 
 
+# Version 4 = version 3 + MIGRATIONS[3]. A tag is a small integer: ``tag_values`` numbers
+# the (kind, value) pairs and ``trace_tags`` is keyed (tag, start_ns, trace_id). The list
+# filters look the number up once (a scalar subquery) and walk the same b-tree order as
+# before; a tag row is a third shorter and compares integers first, which halves what
+# the writer pays for a trace's tags (bench_store: 2.6 -> 1.3 us a span).
+_V3_TO_V4 = """
+CREATE TABLE tag_values_v4 (
+    tag INTEGER PRIMARY KEY, kind TEXT NOT NULL, value TEXT NOT NULL, UNIQUE (kind, value)
+);
+INSERT INTO tag_values_v4 (kind, value) SELECT kind, value FROM tag_values ORDER BY kind, value;
+CREATE TABLE trace_tags_v4 (
+    tag INTEGER NOT NULL, start_ns INTEGER NOT NULL, trace_id TEXT NOT NULL,
+    PRIMARY KEY (tag, start_ns, trace_id)
+) WITHOUT ROWID;
+INSERT INTO trace_tags_v4 (tag, start_ns, trace_id)
+    SELECT v.tag, g.start_ns, g.trace_id FROM trace_tags g
+    JOIN tag_values_v4 v ON v.kind = g.kind AND v.value = g.value;
+DROP TABLE trace_tags;
+DROP TABLE tag_values;
+ALTER TABLE trace_tags_v4 RENAME TO trace_tags;
+ALTER TABLE tag_values_v4 RENAME TO tag_values
+"""
+
+# the (kind, value) tags of one trace, from its spans (crash recovery)
+TAGS_OF_TRACE = """
+SELECT 'span_type', span_type FROM spans
+    WHERE trace_start_ns = :start AND trace_id = :tid AND span_type IS NOT NULL
+UNION SELECT 'plugin', plugin FROM spans
+    WHERE trace_start_ns = :start AND trace_id = :tid AND plugin IS NOT NULL
+UNION SELECT 'model', gkey FROM spans
+    WHERE trace_start_ns = :start AND trace_id = :tid AND span_type = 'llm_call'
+    AND gkey IS NOT NULL
+UNION SELECT 'tool', gkey FROM spans
+    WHERE trace_start_ns = :start AND trace_id = :tid AND span_type = 'tool_call'
+    AND gkey IS NOT NULL
+"""
+
 # MIGRATIONS[n]: (sql script, python step or None) taking version n to n + 1
 MIGRATIONS: dict[int, tuple[str, object]] = {
     1: (_V1_TO_V2, _v1_to_v2_backfill),
     2: (_V2_TO_V3, _v2_to_v3_rollup),
+    3: (_V3_TO_V4, None),
 }
 
 # Fresh databases are created at version 1 and migrated forward, so the

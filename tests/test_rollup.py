@@ -173,3 +173,34 @@ async def test_a_version_2_database_gets_its_rollup_at_open(tmp_path: Path) -> N
     # one row per grain for each of the two spans
     assert conn.execute("SELECT count(*) FROM stats_rollup").fetchone()[0] == 2 * len(GRAINS)
     conn.close()
+
+
+async def test_a_version_3_database_gets_numbered_tags_at_open(tmp_path: Path) -> None:
+    """Schema 4 numbers the (kind, value) tags; the list filters find the same traces."""
+    from test_store import make_v1_database
+
+    db = tmp_path / "v3.db"
+    tid = make_v1_database(db)
+    conn = sqlite3.connect(db, isolation_level=None)  # take it to version 3 only
+    for version in (1, 2):
+        script, step = MIGRATIONS[version]
+        conn.execute("BEGIN")
+        for stmt in (s for s in script.split(";") if s.strip()):
+            conn.execute(stmt)
+        step(conn)
+        conn.execute(f"PRAGMA user_version = {version + 1}")
+        conn.execute("COMMIT")
+    old_tags = set(conn.execute("SELECT kind, value, start_ns, trace_id FROM trace_tags"))
+    assert ("plugin", "weather") in {t[:2] for t in old_tags}
+    conn.close()
+    async with TraceStore(db) as store:
+        assert store.health()["schema_version"] == 4
+        for flt in ({"plugin": "weather"}, {"model": "gpt-4o"}, {"span_type": "llm_call"},
+                    {"plugin": "weather", "span_type": "message"}):
+            assert [t["trace_id"] for t in (await store.list_traces(flt))["traces"]] == [tid]
+        assert (await store.list_traces({"plugin": "nobody"}))["total"] == 0
+    conn = sqlite3.connect(db)
+    new_tags = set(conn.execute("SELECT v.kind, v.value, g.start_ns, g.trace_id "
+                                "FROM trace_tags g JOIN tag_values v USING (tag)"))
+    assert new_tags == old_tags
+    conn.close()

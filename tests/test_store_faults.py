@@ -141,6 +141,7 @@ async def test_host_keeps_tracing_while_the_store_cannot_write(tmp_path: Path) -
             with tracer.span("Process", "pipeline_stage"):
                 with tracer.span("llm", "llm_call") as llm:
                     llm.set_usage(input_tokens=10, output_tokens=2)
+                    llm.set_input(prompt=f"{i} " + "x" * 3000)  # more than the free pages hold
         await asyncio.sleep(0)
     assert await tracer.aflush()
     await wait_for(lambda: store.write_errors > 0)
