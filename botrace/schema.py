@@ -203,7 +203,8 @@ def _v2_to_v3_rollup(conn) -> None:  # sqlite3.Connection, inside the migration 
 # the (kind, value) pairs and ``trace_tags`` is keyed (tag, start_ns, trace_id). The list
 # filters look the number up once (a scalar subquery) and walk the same b-tree order as
 # before; a tag row is a third shorter and compares integers first, which halves what
-# the writer pays for a trace's tags (bench_store: 2.6 -> 1.3 us a span).
+# SQLite takes to insert a trace's tags (2.6 -> 1.3 us a span, measured on the tag
+# inserts alone; docs/PERFORMANCE.md has the whole writer's figures).
 _V3_TO_V4 = """
 CREATE TABLE tag_values_v4 (
     tag INTEGER PRIMARY KEY, kind TEXT NOT NULL, value TEXT NOT NULL, UNIQUE (kind, value)
