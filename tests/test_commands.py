@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import sqlite3
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from storeutil import count
 
 from botrace.cli import main
 from botrace.commands import parse_when
@@ -37,14 +37,6 @@ def build_db(path: Path, old: int = 30, new: int = 20) -> list:
 
     asyncio.run(fill())
     return traces
-
-
-def count(path: Path, sql: str) -> int:
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute(sql).fetchone()[0]
-    finally:
-        conn.close()
 
 
 def test_prune_deletes_traces_older_than_the_days_given(tmp_path: Path, capsys) -> None:

@@ -6,12 +6,13 @@ import math
 from pathlib import Path
 
 import pytest
+from storeutil import fed_store
 
 from botrace.config import Settings
 from botrace.pricing import PriceTable
 from botrace.query import QueryError
 from botrace.store import TraceStore
-from botrace.store.synthetic import feed, synthetic_traces
+from botrace.store.synthetic import synthetic_traces
 
 N = 400
 PRICES = {"gpt-4o": {"input": 2.5, "cached_input": 1.25, "output": 10.0},
@@ -26,13 +27,8 @@ def generated() -> list:
 @pytest.fixture
 async def store(tmp_path: Path, generated):
     settings = Settings.from_mapping({"trace_price_table": PRICES, "trace_retention_days": 0})
-    s = TraceStore(tmp_path / "q.db", settings, flush_interval=0.0)
-    await s.open()
-    for trace in generated:
-        feed(s, trace)
-    assert await s.flush(timeout=30)
-    yield s
-    await s.close()
+    async with fed_store(tmp_path / "q.db", settings, generated) as s:
+        yield s
 
 
 def expected_ids(generated, pred) -> list[str]:

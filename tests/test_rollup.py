@@ -8,12 +8,13 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from storeutil import fed_store
 
 from botrace.config import Settings
 from botrace.query import _cover
 from botrace.schema import GRAINS, MIGRATIONS
 from botrace.store import TraceStore
-from botrace.store.synthetic import feed, synthetic_traces
+from botrace.store.synthetic import synthetic_traces
 
 PRICES = {"gpt-4o": {"input": 2.5, "cached_input": 1.25, "output": 10.0}}
 START = 1_700_000_000 * 10**9  # 2023-11-14 22:13:20 UTC: the traces cross midnight
@@ -35,13 +36,8 @@ def writer(request) -> str:
 async def store(tmp_path: Path, generated, writer):
     settings = Settings.from_mapping({"trace_price_table": PRICES, "trace_retention_days": 0,
                                       "trace_store_writer": writer})
-    s = TraceStore(tmp_path / "r.db", settings, flush_interval=0.0)
-    await s.open()
-    for trace in generated:
-        feed(s, trace)
-    assert await s.flush(timeout=30)
-    yield s
-    await s.close()
+    async with fed_store(tmp_path / "r.db", settings, generated) as s:
+        yield s
 
 
 def gkey(span) -> str | None:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from storeutil import rows
 
 from botrace import PluginRef, Tracer
 from botrace.schema import APPLICATION_ID, SCHEMA_V1, SCHEMA_VERSION
@@ -21,14 +22,6 @@ from botrace.store.synthetic import feed, synthetic_traces
 
 ROOT = Path(__file__).resolve().parent.parent
 DAY_NS = 86_400 * 10**9
-
-
-def rows(path: Path, sql: str, params: tuple = ()) -> list[tuple]:
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
 
 
 @pytest.fixture

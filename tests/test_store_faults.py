@@ -5,24 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from storeutil import count
 
 from botrace import Tracer
 from botrace.store import TraceStore
 from botrace.store.synthetic import feed, synthetic_traces
-
-
-def count(path: Path, sql: str) -> int:
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute(sql).fetchone()[0]
-    finally:
-        conn.close()
 
 
 async def wait_for(predicate, timeout: float = 10.0) -> None:
