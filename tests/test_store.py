@@ -325,6 +325,39 @@ async def test_close_writes_everything_accepted(db: Path, writer) -> None:
     assert store.dropped == 0
 
 
+@pytest.mark.parametrize("writer", ["process", "thread"])
+async def test_every_span_and_tag_row_is_stored_as_fed(db: Path, writer) -> None:
+    """Rows go in many to a statement; counts that are not a multiple of the statement's
+    size (73 traces x 13 spans here) must still store each row once, exactly as fed."""
+    traces = list(synthetic_traces(73, spans=13, seed=5))
+    store = TraceStore(db, flush_interval=10.0, writer=writer)
+    await store.open()
+    for trace in traces:
+        feed(store, trace)
+    assert await store.flush(timeout=30)  # one batch, one transaction
+    await store.close()
+    fed = {(s.trace_id, s.span_id, s.parent_id, s.name, s.span_type, s.start_ns, s.end_ns,
+            s.status) for t in traces for s in t.spans}
+    stored = set(rows(db, "SELECT trace_id, span_id, parent_id, name, span_type, start_ns, "
+                          "end_ns, status FROM spans"))
+    assert len(fed) == 73 * 13 and stored == fed
+    assert rows(db, "SELECT count(*) FROM spans") == [(len(fed),)]
+    tags = set(rows(db, "SELECT v.kind, v.value, g.trace_id FROM trace_tags g "
+                        "JOIN tag_values v USING (tag)"))
+    want = set()
+    for t in traces:
+        for s in t.spans:
+            want.add(("span_type", s.span_type, t.trace_id))
+            if s.plugin is not None:
+                want.add(("plugin", s.plugin.name, t.trace_id))
+            if s.span_type == "llm_call":
+                want.add(("model", s.meta["model"], t.trace_id))
+            if s.span_type == "tool_call":
+                want.add(("tool", s.meta["tool_name"], t.trace_id))
+    assert tags == want
+    assert rows(db, "SELECT count(*) FROM traces WHERE status != 'running'") == [(73,)]
+
+
 async def test_read_only_store_serves_queries_and_ignores_hooks(db: Path) -> None:
     async with TraceStore(db) as store:
         for trace in synthetic_traces(5):

@@ -37,6 +37,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,42 @@ _INSERT_TRACE = (f"INSERT OR REPLACE INTO traces ({', '.join(TRACE_COLS)}) "
 _INSERT_TRACE_START = _INSERT_TRACE.replace("INSERT OR REPLACE", "INSERT OR IGNORE")
 _INSERT_TAG = "INSERT OR IGNORE INTO trace_tags (tag, start_ns, trace_id) VALUES (?, ?, ?)"
 _INSERT_TAG_VALUE = "INSERT OR IGNORE INTO tag_values (kind, value) VALUES (?, ?)"
+
+class _ManyRows:
+    """An INSERT that takes ``per`` rows a statement (``VALUES (...), (...), ...``).
+
+    ``executemany`` pays pysqlite's per-row price for every row: a Python loop turn, a
+    ``sqlite3_step`` and a reset. Here it is paid once for ``per`` rows, which takes a
+    fifth off a span row and a third off a tag row (docs/PERFORMANCE.md). Rows keep
+    their order, so ``OR IGNORE`` / ``OR REPLACE`` act as they would row by row.
+    ``per * width`` stays under 999, SQLite's oldest limit on parameters.
+    """
+
+    __slots__ = ("many", "one", "per")
+
+    def __init__(self, one: str, width: int) -> None:
+        self.one = one
+        self.per = max(1, 999 // width)
+        head, _, values = one.partition(" VALUES ")
+        self.many = f"{head} VALUES {', '.join([values] * self.per)}"
+
+    def __call__(self, conn: sqlite3.Connection, rows: list[tuple]) -> None:
+        per = self.per
+        full = len(rows) - len(rows) % per
+        if full:
+            run = conn.cursor().execute
+            many = self.many
+            flat = chain.from_iterable
+            for i in range(0, full, per):
+                run(many, tuple(flat(rows[i:i + per])))
+        if full < len(rows):
+            conn.executemany(self.one, rows[full:])
+
+
+_insert_spans = _ManyRows(INSERT_SPAN, len(SPAN_COLS))
+_insert_traces = _ManyRows(_INSERT_TRACE, len(TRACE_COLS))
+_insert_tags = _ManyRows(_INSERT_TAG, 3)
+
 
 _json_safe = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=repr).encode
 try:  # the C encoder made once: json.dumps builds one per call (half its cost on small dicts)
@@ -680,14 +717,14 @@ class Writer:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 if ends:
-                    conn.executemany(_INSERT_TRACE, list(ends.values()))
+                    _insert_traces(conn, list(ends.values()))
                 if starts:
                     conn.executemany(_INSERT_TRACE_START, list(starts.values()))
                 if self.lost_file:  # what the lost file held that is still needed
                     conn.executemany(_INSERT_TRACE_START, list(self.running_traces.values()))
                     conn.executemany(_INSERT_PLUGIN, list(self.plugins.values()))
                 if inserts:
-                    conn.executemany(INSERT_SPAN, inserts)
+                    _insert_spans(conn, inserts)
                 if updates:
                     conn.executemany(_UPDATE_SPAN, updates)
                 if tags:
@@ -701,7 +738,7 @@ class Writer:
                                 "SELECT tag FROM tag_values WHERE kind = ? AND value = ?",
                                 (kind, value)).fetchone()[0]
                         tag_rows.append((tag, start, tid))
-                    conn.executemany(_INSERT_TAG, tag_rows)
+                    _insert_tags(conn, tag_rows)
                 if plugins:
                     conn.executemany(_INSERT_PLUGIN, list(plugins.values()))
                 if minutes:
