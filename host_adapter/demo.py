@@ -45,6 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --messages: keep serving the page after the last message")
     p.add_argument("--host", default="127.0.0.1", help="address to serve the page on")
     p.add_argument("--port", type=int, default=8765, help="port of the page (0: any free port)")
+    p.add_argument("--token", default=None,
+                   help="require this bearer token or a login on the page (needed for a "
+                        "non-loopback --host; default: $BOTRACE_TOKEN)")
     p.add_argument("--no-web", action="store_true", help="do not serve the page")
     p.add_argument("--data-dir", default="./data", help="host config, trace database, plugin data")
     p.add_argument("--concurrency", type=int, default=4, help="messages in flight at once")
@@ -128,9 +131,10 @@ async def _serve(args: argparse.Namespace, tracer: Any, store: Any, host: RefHos
         import webui
     except ImportError:
         webui = None
+    token = _token(args)
     if webui is not None:
         app = webui.create_app(tracer=tracer, store=store, chat=chat_function(host),
-                               title="botrace demo")
+                               title="botrace demo", token=token)
         runner = await webui.run_server(app, args.host, args.port)
     else:
         from aiohttp import web
@@ -146,7 +150,28 @@ async def _serve(args: argparse.Namespace, tracer: Any, store: Any, host: RefHos
     return runner
 
 
+def _token(args: argparse.Namespace) -> str | None:
+    return args.token or os.environ.get("BOTRACE_TOKEN") or None
+
+
+def _check_bind(args: argparse.Namespace) -> None:
+    """Refuse, before anything starts, to serve traces and a chat box to the network
+    without a token (the page has a login only when it is given one)."""
+    if args.no_web:
+        return
+    try:
+        from webui.app import is_loopback
+    except ImportError:  # the placeholder page has no login: loopback only
+        ok = args.host in ("127.0.0.1", "localhost", "::1")
+    else:
+        ok = is_loopback(args.host) or _token(args) is not None
+    if not ok:
+        raise SystemExit(f"botrace demo: refusing to serve on {args.host} without a token: "
+                         "pass --token (or set BOTRACE_TOKEN), or bind 127.0.0.1")
+
+
 async def run_demo(args: argparse.Namespace) -> int:
+    _check_bind(args)
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     conf = _host_config(args, data_dir)

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 
 import pytest
@@ -15,11 +16,12 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def run_demo(tmp_path, *args: str, timeout: float = 90) -> subprocess.CompletedProcess:
+def run_demo(tmp_path, *args: str, timeout: float = 90,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "botrace", "demo", "--data-dir", str(tmp_path / "data"), *args],
         capture_output=True, text=True, timeout=timeout, cwd=tmp_path,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
 
 def test_demo_with_n_messages_exits_cleanly_with_n_traces_in_the_store(tmp_path):
@@ -81,3 +83,38 @@ def test_demo_serves_the_page_and_chat_and_stops_cleanly_on_sigint(tmp_path):
         rest, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-3000:]
     assert "traces recorded" in rest
+
+
+def test_demo_refuses_a_network_address_without_a_token(tmp_path):
+    proc = run_demo(tmp_path, "--messages", "1", "--host", "0.0.0.0", "--port", "0",
+                    env={"BOTRACE_TOKEN": ""})
+    assert proc.returncode != 0
+    assert "refusing to serve on 0.0.0.0 without a token" in proc.stderr
+    assert not (tmp_path / "data").exists()  # refused before anything started
+
+
+def test_demo_on_a_network_address_with_a_token_asks_for_it(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "botrace", "demo", "--data-dir", str(tmp_path / "data"),
+         "--host", "0.0.0.0", "--port", "0", "--token", "s3cret-demo", "--interval", "0.5",
+         "--latency-ms", "5"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        port = None
+        for line in proc.stdout:
+            if "open http://" in line:
+                port = int(line.strip().rstrip("/").rsplit(":", 1)[1])
+                break
+        assert port, proc.stderr.read()
+        api = f"http://127.0.0.1:{port}/api/v1/health"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(api, timeout=20)
+        assert refused.value.code == 401
+        req = urllib.request.Request(api, headers={"Authorization": "Bearer s3cret-demo"})
+        with urllib.request.urlopen(req, timeout=20) as resp:
+            assert resp.status == 200 and "queue_depth" in json.loads(resp.read())["store"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-3000:]
