@@ -614,7 +614,7 @@ def _percentile(hist: list[tuple[int, int]], n: int, p: float) -> float:
 # ---------------------------------------------------------------------------- sessions / users
 
 SESSION_FILTERS = frozenset({"since_ns", "until_ns", "user_id", "umo"})
-USER_FILTERS = frozenset({"since_ns", "until_ns", "umo"})
+USER_FILTERS = frozenset({"since_ns", "until_ns", "user_id", "umo"})
 _AGG = ("min(t.start_ns) AS first_ns, max(t.start_ns) AS last_ns, count(*) AS trace_count, "
         "sum(t.status = 'error') AS error_count, sum(t.input_tokens) AS input_tokens, "
         "sum(t.output_tokens) AS output_tokens, sum(t.cached_tokens) AS cached_tokens, "

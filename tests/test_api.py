@@ -206,6 +206,9 @@ async def test_sessions_and_users(host, client):
     assert {s["session_id"]: s["trace_count"] for s in sessions["sessions"]} == {"s-a": 2, "s-b": 1}
     users = await (await client.get(f"{V1}/users?limit=1")).json()
     assert users["total"] == 2 and len(users["users"]) == 1 and users["next_cursor"]
+    alice = await (await client.get(f"{V1}/users?user_id=alice")).json()
+    assert [(u["user_id"], u["trace_count"], u["session_count"]) for u in alice["users"]] \
+        == [("alice", 2, 1)]
 
 
 async def test_health_reports_tracer_store_and_live_stream(client):

@@ -201,6 +201,9 @@ async def test_sessions_and_users_totals(store, generated) -> None:
     assert u3["session_count"] == len({t.attributes["session_id"] for t in mine})
     one = await store.sessions({"user_id": "u3"}, limit=500)
     assert one["total"] == u3["session_count"]
+    # one user's totals, however many users were seen after them
+    alone = await store.users({"user_id": "u3"}, limit=1)
+    assert alone["total"] == 1 and alone["users"] == [u3] and alone["next_cursor"] is None
 
 
 @pytest.mark.parametrize(("call", "param"), [

@@ -207,6 +207,9 @@ async def test_browser_stats_conversation_and_user_views(host, page):
     await page.click("table.people >> text=bob")
     await expect(page.locator("table.traces tbody tr")).to_have_count(1)
     await expect(page.locator("table.traces tbody tr")).to_contain_text("fail now")
+    facts = page.locator(".user-view dl.facts")  # bob's own totals (users?user_id=bob)
+    await expect(facts.locator("div", has_text="Messages")).to_have_text("Messages1")
+    await expect(facts.locator("div", has_text="Sessions")).to_have_text("Sessions1")
     assert page.problems == []
 
 

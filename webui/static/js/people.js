@@ -163,7 +163,7 @@ export function userView(root, ctx) {
     summary.replaceWith(notice("error", "Give a user_id in the address."));
     return {};
   }
-  api.get("users", { limit: 500 }).then((page) => {
+  api.get("users", { user_id: userId, limit: 1 }).then((page) => {
     const u = (page.users || []).find((x) => x.user_id === userId);
     if (!u) return;
     const facts = [["Name", u.sender || "–"], ["Messages", fmtNum(u.trace_count)], ["Sessions", fmtNum(u.session_count)],
