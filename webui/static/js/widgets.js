@@ -36,7 +36,7 @@ export function pager(onMore) {
   return {
     el,
     update(shown, total, hasMore, noun = "traces", capped = false) {
-      // a capped total (the store stops counting combined filters at 5,000) reads "5,000+"
+      // a capped total (the store stops counting combined filters at 1,000) reads "1,000+"
       info.textContent = `${fmtNum(shown)} of ${fmtNum(total)}${capped ? "+" : ""} ${noun}`;
       btn.hidden = !hasMore;
     },
