@@ -86,12 +86,13 @@ _INSERT_TRACE_START = _INSERT_TRACE.replace("INSERT OR REPLACE", "INSERT OR IGNO
 _INSERT_TAG = "INSERT OR IGNORE INTO trace_tags (tag, start_ns, trace_id) VALUES (?, ?, ?)"
 _INSERT_TAG_VALUE = "INSERT OR IGNORE INTO tag_values (kind, value) VALUES (?, ?)"
 
+
 class _ManyRows:
     """An INSERT that takes ``per`` rows a statement (``VALUES (...), (...), ...``).
 
     ``executemany`` pays pysqlite's per-row price for every row: a Python loop turn, a
     ``sqlite3_step`` and a reset. Here it is paid once for ``per`` rows, which takes a
-    fifth off a span row and a third off a tag row (docs/PERFORMANCE.md). Rows keep
+    seventh off a span row and a third off a tag row (docs/PERFORMANCE.md). Rows keep
     their order, so ``OR IGNORE`` / ``OR REPLACE`` act as they would row by row.
     ``per * width`` stays under 999, SQLite's oldest limit on parameters.
     """
@@ -120,7 +121,6 @@ class _ManyRows:
 _insert_spans = _ManyRows(INSERT_SPAN, len(SPAN_COLS))
 _insert_traces = _ManyRows(_INSERT_TRACE, len(TRACE_COLS))
 _insert_tags = _ManyRows(_INSERT_TAG, 3)
-
 
 _json_safe = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=repr).encode
 try:  # the C encoder made once: json.dumps builds one per call (half its cost on small dicts)
