@@ -166,6 +166,52 @@ async def test_read_only_viewer_streams_what_another_writer_stores(host, aiohttp
     assert ("trace_finished", "already there") not in outlines
 
 
+async def test_read_only_viewer_shows_a_running_trace_span_by_span(host, aiohttp_client):
+    """What another process writes grows on the viewer's stream span by span: spans still
+    running are announced as started, finished ones as finished, then the trace."""
+    from webui import create_app
+
+    app = create_app(tracer=None, store=host.store, poll_interval_s=0.05)
+    app[keys.HUB].heartbeat_s = 0.05
+    client = await aiohttp_client(app)
+    resp = await client.get(STREAM)
+    await read_events(resp, _kind("heartbeat"))
+    tracer = host.tracer
+
+    async def written() -> None:
+        await tracer.aflush()
+        await host.store.flush()
+
+    def spans(events):
+        return [(e["event"], e["json"]["name"]) for e in events if e["event"].startswith("span")]
+
+    with tracer.start_trace("message", {"user_id": "u9", "outline": "grows"}) as root:
+        with tracer.span("Process", "pipeline_stage"):
+            with tracer.span("lookup", "custom"):
+                pass
+            await written()
+            first = await read_events(
+                resp, lambda e, _: e["event"] == "span_finished" and e["json"]["name"] == "lookup")
+            assert [e["json"]["trace_id"] for e in first if e["event"] == "trace_started"] \
+                == [root.trace_id]
+            assert spans(first) == [("span_started", "message"), ("span_started", "Process"),
+                                    ("span_finished", "lookup")]
+            lookup = first[-1]["json"]
+            assert lookup["trace_id"] == root.trace_id and lookup["status"] == "ok"
+            assert lookup["parent_id"] == next(
+                e["json"]["span_id"] for e in first if e["json"].get("name") == "Process")
+            with tracer.span("reply", "custom"):
+                await written()
+                second = await read_events(
+                    resp, lambda e, _: e["event"] == "span_started" and e["json"]["name"] == "reply")
+                assert spans(second) == [("span_started", "reply")]
+    await written()
+    last = await read_events(resp, _kind("trace_finished"))
+    assert spans(last) == [("span_finished", "message"), ("span_finished", "Process"),
+                           ("span_finished", "reply")]  # in start order
+    assert last[-1]["json"]["trace_id"] == root.trace_id and last[-1]["json"]["status"] == "ok"
+
+
 async def test_viewer_without_store_or_tracer_streams_heartbeats_only(aiohttp_client):
     from webui import create_app
 

@@ -1,9 +1,11 @@
 """Live-ish updates for the read-only viewer (``botrace serve --db``).
 
 There is no tracer in that process, so no sink hooks: instead a task reads
-the store every few seconds and publishes the traces that appeared or
-finished since the last look on the same live hub. The page cannot tell the
-difference, except that traces arrive whole (no span-by-span growth).
+the store every few seconds and publishes on the same live hub what changed
+since the last look: traces that appeared or finished, and the spans of the
+traces still running (the writing store keeps their spans on disk, running
+ones as ``running`` rows), so a running trace grows span by span, one poll
+interval behind the host.
 """
 
 from __future__ import annotations
@@ -24,13 +26,15 @@ class StorePoller:
     """Publish ``trace_started`` / ``trace_finished`` for what another process writes."""
 
     def __init__(self, store: Any, hub: LiveHub, *, interval_s: float = 2.0,
-                 window_s: float = 600.0, page: int = 200) -> None:
+                 window_s: float = 600.0, page: int = 200, watch: int = 50) -> None:
         self.store = store
         self.hub = hub
         self.interval_s = interval_s
         self.window_ns = int(window_s * 1e9)
         self.page = page
+        self.watch = watch
         self._seen: dict[str, str] = {}  # trace_id -> last status published (recent window only)
+        self._spans: dict[str, dict[str, str]] = {}  # running trace -> span_id -> status seen
         self._task: asyncio.Task | None = None
         self.errors = 0
 
@@ -66,19 +70,46 @@ class StorePoller:
         page = await self.store.list_traces(filters={"since_ns": since}, limit=self.page)
         published = 0
         current: dict[str, str] = {}
+        # the spans of the newest `watch` traces running (or just finished) are read
+        watched = [t["trace_id"] for t in page["traces"]  # (newest first)
+                   if t["status"] == "running" or self._seen.get(t["trace_id"]) == "running"]
+        watched = set(watched[:self.watch])
         for summary in reversed(page["traces"]):  # oldest first, as they happened
             tid, status = summary["trace_id"], summary["status"]
             current[tid] = status
             before = self._seen.get(tid)
-            if not publish or before == status:
-                continue
-            if before is None:
+            if publish and before is None:
                 self._publish("trace_started", summary)
                 published += 1
-            if status != "running":
+            if tid in watched:
+                # running, or finished since the last look: its spans that are new or
+                # finished since then (a trace first seen finished is loaded whole)
+                published += await self._span_news(tid, summary.get("umo"), publish)
+            if publish and status != "running" and before != status:
                 self._publish("trace_finished", summary)
                 published += 1
         self._seen = current
+        for tid in [t for t in self._spans if current.get(t) != "running"]:
+            del self._spans[tid]
+        return published
+
+    async def _span_news(self, trace_id: str, umo: str | None, publish: bool) -> int:
+        doc = await self.store.get_trace(trace_id, flat=True)
+        if doc is None:  # pruned in between
+            return 0
+        seen = self._spans.setdefault(trace_id, {})
+        published = 0
+        for span in doc["spans"]:  # in start order: parents before their children
+            sid, status = span["span_id"], span["status"]
+            before = seen.get(sid)
+            seen[sid] = status
+            if not publish or before == status or (before is not None and status == "running"):
+                continue
+            kind = "span_started" if status == "running" else "span_finished"
+            plugin = span.get("plugin") or {}
+            self.hub.publish(kind, span, trace_id, umo,
+                             (plugin["name"],) if plugin.get("name") else ())
+            published += 1
         return published
 
     def _publish(self, kind: str, summary: dict[str, Any]) -> None:
