@@ -56,19 +56,23 @@ def test_demo_with_n_messages_exits_cleanly_with_n_traces_in_the_store(tmp_path)
     assert config["trace_enable"] is True
 
 
-def test_demo_serves_the_page_and_chat_and_stops_cleanly_on_sigint(tmp_path):
+def start_demo(tmp_path, *args: str) -> tuple[subprocess.Popen, str]:
+    """A demo serving its page; returns the process and the address it printed."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "botrace", "demo", "--data-dir", str(tmp_path / "data"),
-         "--port", "0", "--interval", "0.2", "--latency-ms", "5"],
+         "--port", "0", "--latency-ms", "5", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for line in proc.stdout:
+        if "open http://" in line:
+            return proc, line.split("open ", 1)[1].strip()
+    proc.kill()
+    raise AssertionError(proc.stderr.read())
+
+
+def test_demo_serves_the_page_and_chat_and_stops_cleanly_on_sigint(tmp_path):
+    proc, url = start_demo(tmp_path, "--interval", "0.2")
     try:
-        url = None
-        for line in proc.stdout:
-            if "open http://" in line:
-                url = line.split("open ", 1)[1].strip()
-                break
-        assert url, proc.stderr.read()
         req = urllib.request.Request(url + "api/v1/chat", method="POST",
                                      data=json.dumps({"text": "/weather Lima", "user_id": "t",
                                                       "session": "t"}).encode(),
@@ -94,19 +98,10 @@ def test_demo_refuses_a_network_address_without_a_token(tmp_path):
 
 
 def test_demo_on_a_network_address_with_a_token_asks_for_it(tmp_path):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "botrace", "demo", "--data-dir", str(tmp_path / "data"),
-         "--host", "0.0.0.0", "--port", "0", "--token", "s3cret-demo", "--interval", "0.5",
-         "--latency-ms", "5"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc, url = start_demo(tmp_path, "--host", "0.0.0.0", "--token", "s3cret-demo",
+                           "--interval", "0.5")
     try:
-        port = None
-        for line in proc.stdout:
-            if "open http://" in line:
-                port = int(line.strip().rstrip("/").rsplit(":", 1)[1])
-                break
-        assert port, proc.stderr.read()
+        port = int(url.rstrip("/").rsplit(":", 1)[1])
         api = f"http://127.0.0.1:{port}/api/v1/health"
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(api, timeout=20)
