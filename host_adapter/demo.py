@@ -160,14 +160,16 @@ def _check_bind(args: argparse.Namespace) -> None:
     if args.no_web:
         return
     try:
-        from webui.app import is_loopback
-    except ImportError:  # the placeholder page has no login: loopback only
-        ok = args.host in ("127.0.0.1", "localhost", "::1")
-    else:
-        ok = is_loopback(args.host) or _token(args) is not None
-    if not ok:
-        raise SystemExit(f"botrace demo: refusing to serve on {args.host} without a token: "
-                         "pass --token (or set BOTRACE_TOKEN), or bind 127.0.0.1")
+        from webui.app import check_bind
+    except ImportError:  # the placeholder page has no login: a token cannot guard it
+        if args.host not in ("127.0.0.1", "localhost", "::1"):
+            raise SystemExit("botrace demo: without webui the page has no login; "
+                             "bind 127.0.0.1") from None
+        return
+    try:
+        check_bind(args.host, _token(args))
+    except ValueError as exc:
+        raise SystemExit(f"botrace demo: {exc}") from None
 
 
 async def run_demo(args: argparse.Namespace) -> int:

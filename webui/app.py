@@ -27,7 +27,7 @@ from webui.security import (
     token_matches,
 )
 
-__all__ = ["create_app", "is_loopback", "run_server", "serve"]
+__all__ = ["check_bind", "create_app", "is_loopback", "run_server", "serve"]
 
 log = logging.getLogger("botrace.webui")
 
@@ -208,9 +208,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _check_bind(host: str, token: str | None) -> None:
+def check_bind(host: str, token: str | None) -> None:
+    """Raise ValueError unless ``host`` is loopback or a token guards the page."""
     if not is_loopback(host) and not token:
-        raise ValueError(f"refusing to serve traces on {host} without a token: pass --token "
+        raise ValueError(f"refusing to serve on {host} without a token: pass --token "
                          "(or set BOTRACE_TOKEN), or bind 127.0.0.1")
 
 
@@ -220,7 +221,7 @@ async def run_server(app: web.Application, host: str = "127.0.0.1", port: int = 
 
     Raises ValueError for a non-loopback ``host`` unless the app has a token.
     """
-    _check_bind(host, token or app[keys.TOKEN])
+    check_bind(host, token or app[keys.TOKEN])
     root = app
     if prefix:
         root = web.Application()
@@ -239,7 +240,7 @@ def serve(store_path: str, host: str = "127.0.0.1", port: int = 8765, token: str
     from botrace.store import TraceStore
 
     token = token or os.environ.get("BOTRACE_TOKEN") or None
-    _check_bind(host, token)
+    check_bind(host, token)
 
     async def main() -> None:
         store = TraceStore(store_path, read_only=True)
