@@ -1,0 +1,53 @@
+"""The store's JSON encoder: orjson when installed, the stdlib otherwise, same values."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from botrace.store import writer
+
+SAMPLES = [
+    {"input": {"q": "héllo 🌍", "n": 3, "ok": True, "none": None}, "output": [1, 2.5, "x"]},
+    {"meta": {"model": "gpt-4o", "input_tokens": 12, "cached_tokens": 0}},
+    {"events": [{"name": "retry", "attributes": {"attempt": 2}}], "error": "boom\n  at x"},
+    {2: "int key", None: "none key", True: "bool key"},
+    ["a", {"nested": {"deeper": [None, False, 0.1, -7]}}],
+    "plain <b>text</b> & \"quotes\" \\ \u2028",
+    {"long": "y" * 5_000},
+]
+
+
+@pytest.mark.parametrize("value", SAMPLES)
+def test_orjson_and_the_stdlib_write_the_same_values(value, monkeypatch) -> None:
+    pytest.importorskip("orjson")
+    fast = writer.encode(value)
+    monkeypatch.setattr(writer, "_orjson_dumps", None)
+    slow = writer.encode(value)
+    assert json.loads(fast) == json.loads(slow)
+    assert "\\u00e9" not in fast and "\\u00e9" not in slow  # non-ASCII kept as is
+
+
+def test_orjson_is_used_when_installed(monkeypatch) -> None:
+    pytest.importorskip("orjson")
+    calls = []
+    real = writer._orjson_dumps
+
+    def spy(value, **kw):
+        calls.append(value)
+        return real(value, **kw)
+
+    monkeypatch.setattr(writer, "_orjson_dumps", spy)
+    assert writer.encode({"a": 1}) == '{"a":1}'
+    assert calls == [{"a": 1}]
+
+
+def test_what_orjson_refuses_goes_to_the_stdlib() -> None:
+    wide = 2**80  # wider than 64 bits: orjson refuses it
+    assert json.loads(writer.encode({"n": wide})) == {"n": wide}
+    assert json.loads(writer.encode({"obj": object})) == {"obj": repr(object)}
+    cycle: list = []
+    cycle.append(cycle)
+    with pytest.raises(ValueError):
+        writer.encode(cycle)
