@@ -26,9 +26,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from botrace.pricing import PriceTable
 from botrace.store import TraceStore
+from botrace.store.folding import SpanFolder
+from botrace.store.jsontext import encode
 from botrace.store.synthetic import synthetic_traces
-from botrace.store.writer import INSERT_SPAN, Writer, prepare_database
+from botrace.store.writer import INSERT_SPAN, prepare_database
 
 
 def fresh(path: Path) -> None:
@@ -109,8 +112,7 @@ def baseline(path: Path, traces: list) -> float:
     capture._accepting = True
     for item in traces:
         hooks(capture, item)
-    writer = Writer({"path": str(path)}, lambda msg: None)
-    rows = writer.process(capture._buf)[2]  # the span rows the writer would insert
+    rows = SpanFolder(PriceTable({}), encode).fold(capture._buf)[1]  # the span rows
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA synchronous = NORMAL")
     t0 = time.perf_counter()

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from botrace.store import writer
+from botrace.store import jsontext as writer
 
 SAMPLES = [
     {"input": {"q": "héllo 🌍", "n": 3, "ok": True, "none": None}, "output": [1, 2.5, "x"]},

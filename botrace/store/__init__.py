@@ -7,11 +7,12 @@ Write path (never on the host's path)::
            append it to a list under a lock                           ~1 µs a span
     feeder thread "botrace-store-feeder" (every flush_interval, sooner under load)
         └─ takes the list, adds a "running" record for each span of an open trace
-           that is still running, encodes span values as JSON, pickles the batch
-           and sends it to the writer
+           that is still running, folds the batch (botrace.store.folding: span rows
+           with values as JSON, self time, cost, per-trace totals, minute
+           statistics), pickles it and sends it to the writer
     writer process (botrace.store.writer; or a thread, ``trace_store_writer``)
-        └─ trace totals, self time, cost, JSON, statistics rollup; one SQLite
-           transaction per batch (WAL); retention between batches; spill files
+        └─ trace rows and tags, the statistics rollup; one SQLite transaction per
+           batch (WAL); retention between batches; spill files
 
 A span that starts and finishes within one batch is written once; a span still
 running when its batch is taken is written as ``running`` and replaced when it
@@ -53,12 +54,14 @@ import aiosqlite
 
 from botrace import query as _query
 from botrace.hookspecs import hookimpl
+from botrace.pricing import PriceTable
 from botrace.query import QueryError
+from botrace.store.folding import SpanFolder
+from botrace.store.jsontext import encode
 from botrace.store.writer import (
     INSERT_SPAN,
     StoreError,
     Writer,
-    encoded,
     inspect_read_only,
     prepare_database,
     write_spill_frame,
@@ -161,6 +164,7 @@ class TraceStore:
         self._replies: dict[int, tuple[asyncio.Future, Any]] = {}
         self._wstats: dict[str, Any] = {}
         self._plugins_seen: dict[str, Any] = {}  # dispatcher thread
+        self._folder = SpanFolder(PriceTable(self.price_table), encode)  # feeder thread
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._send: Any = None
@@ -547,10 +551,9 @@ class TraceStore:
                 closing = self._closing
             for msg in control:  # operations go ahead of queued batches
                 self._send(self._pack(msg))
-            if batch and self._link is not None:  # (a writer thread encodes its own)
-                batch = self._encode_batch(batch)
             if batch or flush or done:
-                outbox.append((self._pack(("batch", seq, batch, upto)), len(batch)))
+                folded, n = self._fold_batch(batch)
+                outbox.append((self._pack(("batch", seq, upto, n, folded)), n))
             if spill is not None:
                 outbox.append((self._pack(("spill", spill_seq, *spill)), 0))
             while outbox and (self._inflight < self._inflight_cap or closing):
@@ -563,24 +566,15 @@ class TraceStore:
                 self._close_sent = True
                 return
 
-    def _encode_batch(self, batch: list[tuple]) -> list[tuple]:
-        out = []
-        lost = 0
-        for rec in batch:
-            if rec[0] == "S":
-                try:
-                    rec = encoded(rec)
-                except Exception as exc:  # a value JSON cannot hold: count it, go on
-                    lost += 1
-                    error = exc
-                    continue
-            out.append(rec)
+    def _fold_batch(self, batch: list[tuple]) -> tuple[tuple, int]:
+        """The batch folded (``botrace.store.folding``) and how many records it holds."""
+        others, rows, parts, minutes, lost, error = self._folder.fold(batch)
         if lost:
             with self._cond:
                 self._dropped += lost
                 self._pending -= lost
                 self._note_error_locked(f"{lost} span records could not be encoded", error)
-        return out
+        return (others, rows, parts, minutes), len(batch) - lost
 
     def _take_locked(self) -> list[tuple]:
         buf = self._buf
@@ -947,18 +941,21 @@ def _pickle_batch(store: TraceStore, msg: tuple) -> bytes:
     except Exception as exc:
         if msg[0] != "batch":
             raise
+        # span rows are plain text and numbers: the odd value is in a trace's attributes
+        kind, seq, upto, n, (others, *folded) = msg
         good = []
-        for rec in msg[2]:
+        for rec in others:
             try:
                 pickle.dumps(rec, protocol=pickle.HIGHEST_PROTOCOL)
                 good.append(rec)
             except Exception:
                 pass
-        lost = len(msg[2]) - len(good)
+        lost = len(others) - len(good)
         with store._cond:
             store._dropped += lost
             store._inflight -= lost
             store._pending -= lost
             store._note_error_locked(f"{lost} records could not be pickled; dropped", exc)
         # the acknowledgement counts the records sent
-        return pickle.dumps((msg[0], msg[1], good, msg[3]), protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps((kind, seq, upto, n - lost, (good, *folded)),
+                            protocol=pickle.HIGHEST_PROTOCOL)

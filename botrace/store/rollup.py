@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from itertools import chain
 from typing import Any
 
 from botrace.schema import GRAINS, ROLLUP_COLS, bucket_value_ns
+from botrace.store.jsontext import encode_hist
 
-__all__ = ["RollupCache", "fold", "new_agg", "rebuild_rollup"]
+__all__ = ["RollupCache", "fold", "merge_agg", "new_agg", "rebuild_rollup"]
 
 MINUTE = GRAINS[-1]
-_encode_ints = json.JSONEncoder(separators=(",", ":")).encode
 _UPSERT = (f"INSERT OR REPLACE INTO stats_rollup ({', '.join(ROLLUP_COLS)}) "
            f"VALUES ({', '.join('?' * len(ROLLUP_COLS))})")
 _DELETE = ("DELETE FROM stats_rollup WHERE grain = ? AND t0 = ? AND span_type = ? AND gkey = ? "
@@ -39,17 +38,12 @@ def new_agg(trace_start_ns: int) -> list:
     return [0, 0, 0, 0, 0, 0, 0, 0.0, trace_start_ns, {}]
 
 
-def encode_hist(hist: dict[int, int]) -> str:
-    """``[bucket, count, bucket, count, ...]`` (in no particular order)."""
-    return _encode_ints(list(chain.from_iterable(hist.items())))
-
-
 def decode_hist(text: str) -> dict[int, int]:
     flat = json.loads(text) if text else []
     return dict(zip(flat[::2], flat[1::2]))
 
 
-def _merge(row: list, agg: list) -> None:
+def merge_agg(row: list, agg: list) -> None:
     row[0] += agg[0]
     row[1] += agg[1]
     row[2] += agg[2]
@@ -93,7 +87,7 @@ def fold(minutes: dict[tuple, list]) -> dict[tuple, list]:
             if have is None:
                 out[key] = [*agg[:9], dict(agg[9])]
             else:
-                _merge(have, agg)
+                merge_agg(have, agg)
     return out
 
 
@@ -136,7 +130,7 @@ class RollupCache:
                 if row is None:
                     row = rows[key] = [*agg[:9], dict(agg[9])]
                 else:
-                    _merge(row, agg)
+                    merge_agg(row, agg)
             else:
                 if row is None:
                     continue
@@ -173,7 +167,7 @@ def minute_aggs(rows: Any) -> dict[tuple, list]:
         agg = minutes.get(key)
         if agg is None:
             agg = minutes[key] = new_agg(tstart)
-        _merge(agg, [n, dur, self_ns, mx, tin, tout, tc, cost, tstart, {bucket: n}])
+        merge_agg(agg, [n, dur, self_ns, mx, tin, tout, tc, cost, tstart, {bucket: n}])
     return minutes
 
 

@@ -1,27 +1,29 @@
-"""The store's writer: records in, SQLite rows out (one transaction per batch).
+"""The store's writer: folded batches in, SQLite rows out (one transaction per batch).
 
 The sink hooks (``botrace.store.TraceStore``) only capture cheap tuples, the *records*
-below, and hand them over in batches. Everything costly happens here: trace totals,
-self time, cost, JSON of input/output/meta, the statistics rollup, the SQLite writes,
-retention, spill files. By default this runs in a process of its own
+below. The feeder thread folds each batch (``botrace.store.folding``: span rows with
+their values as JSON, self time, cost, per-trace totals, minute statistics) and hands
+it over. Here the rest happens: trace rows and tags, the statistics rollup, the
+SQLite writes, retention, spill files. By default this runs in a process of its own
 (:func:`main`, ``python -c ... FD``: a fresh interpreter, as multiprocessing's *spawn*
 makes, but started with ``subprocess`` so the host's ``__main__`` is never imported
-again), fed pickled batches over a socket, so json and SQLite hold their own GIL on
-another core; ``trace_store_writer = "thread"`` runs the same code in a thread.
+again), fed pickled batches over a socket, so SQLite holds its own GIL on another
+core; ``trace_store_writer = "thread"`` runs the same code in a thread.
 
 Records (first item is the kind)::
 
     ("T", trace_id, start_ns, name, attributes)                       trace started
     ("S", trace_id, trace_start_ns, span_id, parent_id, name, span_type, plugin_name,
           start_ns, end_ns, status, error, input, output, meta, events, truncated)  span finished
-    ("J", ...)                        the same, its values already JSON (see :func:`encoded`)
     ("R", trace_id, trace_start_ns, span_id, parent_id, name, span_type, plugin_name,
           start_ns)                             span still running when its batch was taken
     ("F", trace_id, start_ns, name, attributes, status, end_ns, dropped_spans, truncated)
     ("P", name, display_name, plugin_type, version)                   a plugin's description
 
-Messages in: ``("batch", seq, records, upto)``, ``("spill", seq, path, count, upto)``,
-``("exec", seq, sql, params)``, ``("prune", seq, days, max_mb)``, ``("close", seq)``.
+Messages in: ``("batch", seq, upto, n, (others, span_rows, parts, minutes))`` (a batch
+of ``n`` records, folded), ``("spill", seq, path, count, upto)`` (a spill
+file of records not folded), ``("exec", seq, sql, params)``, ``("prune", seq, days,
+max_mb)``, ``("close", seq)``.
 Messages out: ``("ready", stats)``, ``("ack", seq, upto, rows, kind, stats)``,
 ``("status", stats)``, ``("reply", seq, result, error)``, ``("progress", seq, n)``,
 ``("closed", stats)``, ``("died", text)``.
@@ -30,7 +32,6 @@ Messages out: ``("ready", stats)``, ``("ack", seq, upto, rows, kind, stats)``,
 from __future__ import annotations
 
 import json
-import math
 import os
 import pickle
 import sqlite3
@@ -44,18 +45,35 @@ from typing import Any
 from botrace.pricing import PriceTable
 from botrace.schema import (
     APPLICATION_ID,
-    DUR_BUCKET_BASE,
     MIGRATIONS,
     SCHEMA,
     SCHEMA_VERSION,
     TAGS_OF_TRACE,
 )
 from botrace.span import TRACE_FIELDS
-from botrace.store.rollup import MINUTE, RollupCache, fold, spans_aggs
+from botrace.store.folding import (
+    CACHED,
+    COST,
+    ERRORS,
+    INPUT,
+    LLM,
+    MODELS,
+    OUTPUT,
+    PLUGINS,
+    SPANS,
+    TOOL_CALLS,
+    TOOLS,
+    TYPES,
+    SpanFolder,
+    merge_totals,
+    new_totals,
+)
+from botrace.store.jsontext import encode
+from botrace.store.rollup import RollupCache, fold, merge_agg, spans_aggs
 
 __all__ = ["StoreError", "Writer", "prepare_database", "read_spill"]
 
-_LOG_BASE = math.log(DUR_BUCKET_BASE)
+_NO_TOTALS = new_totals()  # (read only)
 PAGE_SIZE = 16_384  # new databases only
 
 SPAN_COLS = (
@@ -122,113 +140,10 @@ _insert_spans = _ManyRows(INSERT_SPAN, len(SPAN_COLS))
 _insert_traces = _ManyRows(_INSERT_TRACE, len(TRACE_COLS))
 _insert_tags = _ManyRows(_INSERT_TAG, 3)
 
-_json_safe = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=repr).encode
-try:  # the C encoder made once: json.dumps builds one per call (half its cost on small dicts)
-    from json.encoder import c_make_encoder, encode_basestring
-
-    _c_encoder = c_make_encoder(None, repr, encode_basestring, None, ":", ",", False, False, True)
-except (ImportError, TypeError):  # pragma: no cover - a Python without the C accelerator
-    _c_encoder = None
-
-
-try:  # optional (``pip install botrace[speed]``): a quarter of the stdlib's time a span
-    import orjson
-
-    _ORJSON_OPTIONS = (orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS
-                       | orjson.OPT_PASSTHROUGH_DATETIME)
-    _orjson_dumps = orjson.dumps
-except ImportError:  # pragma: no cover - exercised by the test that hides orjson
-    _orjson_dumps = None
-
-
-def encode(value: Any) -> str:
-    """Compact JSON (non-ASCII kept, unknown objects as their repr).
-
-    With orjson installed it writes the JSON; what orjson refuses (an int wider than
-    64 bits, a lone surrogate, a cycle) goes to the stdlib encoder, as everything does
-    without orjson. The two spell a few floats differently (``1e16`` / ``1e+16``); the
-    stdlib writes non-finite floats as ``NaN``, orjson as ``null``."""
-    if _orjson_dumps is not None:
-        try:
-            return _orjson_dumps(value, default=repr, option=_ORJSON_OPTIONS).decode()
-        except (TypeError, ValueError):  # (orjson.JSONEncodeError is a TypeError)
-            pass
-    if _c_encoder is not None:
-        try:
-            return "".join(_c_encoder(value, 0))
-        except RecursionError:
-            pass  # a cycle: the checking encoder below says so
-    return _json_safe(value)
-
-
-def encoded(rec: tuple) -> tuple:
-    """A finished-span record ``("S", ...)`` with its values as JSON text and the few
-    meta values the writer needs picked out::
-
-        ("J", trace_id, trace_start_ns, span_id, parent_id, name, span_type, plugin_name,
-              start_ns, end_ns, status, data_json, key, input_tokens, output_tokens,
-              cached_tokens)
-
-    ``key`` is the model of an llm_call, the tool of a tool_call (None if not given).
-    The feeder thread does this before pickling a batch: a string crosses to the
-    writer process for a fraction of the price of the dicts it came from.
-    """
-    (_, tid, tstart, sid, pid, name, stype, plugin, start, end, status, error, inp, out, meta,
-     events, trunc) = rec
-    data = {}
-    if inp:
-        data["input"] = inp
-    if out:
-        data["output"] = out
-    if meta:
-        data["meta"] = meta
-    if events:
-        data["events"] = events
-    if error:
-        data["error"] = error
-    if trunc:
-        data["truncated"] = True
-    key = None
-    tin = tout = tc = 0
-    if meta:
-        if stype == "llm_call":
-            key = meta.get("model")
-            tin = _tok(meta.get("input_tokens"))
-            tout = _tok(meta.get("output_tokens"))
-            tc = _tok(meta.get("cached_tokens"))
-        elif stype == "tool_call":
-            key = meta.get("tool_name")
-        if key is not None:
-            key = str(key)
-    return ("J", tid, tstart, sid, pid, name, stype, plugin, start, end, status,
-            encode(data) if data else None, key, tin, tout, tc)
 
 
 class StoreError(Exception):
     """The database cannot be opened or used (corrupt, foreign, newer version, missing)."""
-
-
-class _Acc:
-    """Running totals of one trace until its end record arrives."""
-
-    __slots__ = ("cached", "cost", "errors", "input", "llm", "models", "output", "plugins",
-                 "spans", "tool_calls", "tools", "types")
-
-    def __init__(self) -> None:
-        self.input = self.output = self.cached = 0
-        self.spans = self.llm = self.tool_calls = self.errors = 0
-        self.cost = 0.0
-        self.plugins: dict[str, None] = {}
-        self.models: dict[str, None] = {}
-        self.tools: dict[str, None] = {}
-        self.types: dict[str, None] = {}
-
-
-_EMPTY = _Acc()  # (read only)
-
-
-def _tok(value: Any) -> int:
-    return value if type(value) is int and value > 0 else 0
 
 
 # ---------------------------------------------------------------------------- database file
@@ -442,8 +357,8 @@ class Writer:
         self.recv: Any = None
         self.conn: sqlite3.Connection | None = None
         self.file_id: tuple[int, int] | None = None
-        self.acc: dict[str, _Acc] = {}
-        self.child_ns: dict[str, int] = {}
+        self.acc: dict[str, list] = {}  # trace id -> its totals so far (folding.new_totals)
+        self.folder = SpanFolder(self.prices, encode)  # for records from spill files
         self.on_disk: dict[str, None] = {}  # span ids whose "running" row is on disk
         self.running_traces: dict[str, tuple] = {}  # started rows, re-written if the file is lost
         self.plugins: dict[str, tuple] = {}
@@ -564,9 +479,9 @@ class Writer:
 
     # ------------------------------------------------------------------ records -> rows
 
-    def process(self, records: list[tuple]) -> tuple:
-        """Rows for one transaction (trace totals, self time and the rollup are updated
-        here, once, whatever happens to the write)."""
+    def process(self, folds: list[tuple]) -> tuple:
+        """Rows for one transaction from folded batches (``SpanFolder.fold`` results, in
+        order). Trace totals are updated here, once, whatever happens to the write."""
         ends: dict[str, tuple] = {}
         starts: dict[str, tuple] = {}
         inserts: list[tuple] = []
@@ -576,134 +491,75 @@ class Writer:
         minutes: dict[tuple, list] = {}
         started: list[str] = []
         accs = self.acc
-        child_ns = self.child_ns
         on_disk = self.on_disk
-        prices = self.prices
-        log = math.log
-        lb = _LOG_BASE
-        minute = MINUTE
         dropped = 0
-        for rec in records:
-            kind = rec[0]
-            if kind == "S":  # not encoded by the feeder (thread mode, spill file)
-                try:
-                    rec = encoded(rec)
-                except Exception:  # a value the encoder cannot handle: count, go on
-                    dropped += 1
-                    continue
-                kind = "J"
-            if kind == "J":
-                (_, tid, tstart, sid, pid, name, stype, plugin, start, end, status, text,
-                 gkey, tin, tout, tc) = rec
+        for others, rows, parts, mins, *_ in folds:
+            for tid, part in parts.items():
                 acc = accs.get(tid)
-                if acc is None:  # a straggler, or a trace started before the store opened
-                    acc = _Acc()
-                cost = 0.0
-                if stype == "llm_call":
-                    acc.llm += 1
-                    if gkey is not None:
-                        acc.models[gkey] = None
-                    if prices:
-                        cost = prices.cost(gkey, tin, tout, tc)
-                elif stype == "tool_call":
-                    acc.tool_calls += 1
-                    if gkey is None:
-                        gkey = name
-                    acc.tools[gkey] = None
-                elif stype == "plugin_call":
-                    gkey = plugin
+                if acc is None:  # its start came in this batch, or before the store opened
+                    accs[tid] = part
                 else:
-                    gkey = name
-                ch = child_ns.pop(sid, 0)
-                if end is None:
-                    dur = self_ns = bucket = None
-                else:
-                    dur = end - start
-                    self_ns = dur - ch if dur > ch else 0
-                    if pid is not None:
-                        child_ns[pid] = child_ns.get(pid, 0) + dur
-                    bucket = int(log(dur) / lb) + 1 if dur >= 1 else 0
-                acc.spans += 1
-                if tin or tout or tc:
-                    acc.input += tin
-                    acc.output += tout
-                    acc.cached += tc
-                    acc.cost += cost
-                if status == "error":
-                    acc.errors += 1
-                acc.types[stype] = None
-                if plugin is not None:
-                    acc.plugins[plugin] = None
-                row = (tstart, tid, sid, pid, name, stype, plugin, gkey, start, end, status,
-                       tin, tout, tc, self_ns, bucket, cost, text)
-                if sid in on_disk:
-                    updates.append((*row[3:], tstart, tid, sid))
-                else:
-                    inserts.append(row)
-                if dur is not None:
-                    key = (start - start % minute, stype or "", gkey or "", name or "",
-                           plugin or "", status)
-                    agg = minutes.get(key)
-                    if agg is None:
-                        agg = minutes[key] = [0, 0, 0, 0, 0, 0, 0, 0.0, tstart, {}]
-                    agg[0] += 1
-                    agg[1] += dur
-                    agg[2] += self_ns
-                    if dur > agg[3]:
-                        agg[3] = dur
-                    if tin or tout or tc:
-                        agg[4] += tin
-                        agg[5] += tout
-                        agg[6] += tc
-                        agg[7] += cost
-                    if tstart < agg[8]:
-                        agg[8] = tstart
-                    hist = agg[9]
-                    hist[bucket] = hist.get(bucket, 0) + 1
-            elif kind == "T":
-                _, tid, start, name, attrs = rec
-                if tid not in accs:
-                    accs[tid] = _Acc()
-                    if len(accs) > 200_000:  # traces that never end: forget the oldest
-                        for old in list(accs)[:20_000]:
-                            del accs[old]
-                starts[tid] = rec  # its "running" row is made below if it does not end here
-            elif kind == "F":
-                _, tid, start, name, attrs, status, end, dropped_spans, trunc = rec
-                acc = accs.pop(tid, None) or _Acc()
-                self.running_traces.pop(tid, None)
-                if acc.errors and status == "ok":
-                    status = "error"
-                try:
-                    row = self._trace_row(tid, name, start, attrs, status, end, acc,
-                                          dropped_spans, trunc)
-                except Exception:
-                    dropped += 1
-                    continue
-                starts.pop(tid, None)
-                ends[tid] = row
-                tags += [(start, tid, "span_type", v) for v in acc.types]
-                tags += [(start, tid, "plugin", v) for v in acc.plugins]
-                tags += [(start, tid, "model", v) for v in acc.models]
-                tags += [(start, tid, "tool", v) for v in acc.tools]
-            elif kind == "R":
-                sid = rec[3]
-                if sid not in on_disk:
-                    plugin, stype, name = rec[7], rec[6], rec[5]
-                    gkey = (name if stype not in ("llm_call", "tool_call", "plugin_call")
-                            else plugin if stype == "plugin_call" else None)
-                    inserts.append((rec[2], rec[1], sid, rec[4], name, stype, plugin, gkey,
-                                    rec[8], None, "running", 0, 0, 0, None, None, 0.0, None))
-                    started.append(sid)
-            elif kind == "P":
-                plugins[rec[1]] = self.plugins[rec[1]] = rec[1:]
-        if len(child_ns) > 500_000:  # parents that never end: forget the oldest
-            for old in list(child_ns)[:50_000]:
-                del child_ns[old]
+                    merge_totals(acc, part)
+            if not on_disk:
+                inserts += rows
+            else:
+                for row in rows:
+                    if row[2] in on_disk:  # its "running" row is there: finish it
+                        updates.append((*row[3:], row[0], row[1], row[2]))
+                    else:
+                        inserts.append(row)
+            if not minutes:
+                minutes = mins
+            else:
+                for key, agg in mins.items():
+                    have = minutes.get(key)
+                    if have is None:
+                        minutes[key] = agg
+                    else:
+                        merge_agg(have, agg)
+            for rec in others:
+                kind = rec[0]
+                if kind == "T":
+                    _, tid, start, name, attrs = rec
+                    if tid not in accs:
+                        accs[tid] = new_totals()
+                    starts[tid] = rec  # its "running" row is made below unless it ends here
+                elif kind == "F":
+                    _, tid, start, name, attrs, status, end, dropped_spans, trunc = rec
+                    acc = accs.pop(tid, None) or _NO_TOTALS
+                    self.running_traces.pop(tid, None)
+                    if acc[ERRORS] and status == "ok":
+                        status = "error"
+                    try:
+                        row = self._trace_row(tid, name, start, attrs, status, end, acc,
+                                              dropped_spans, trunc)
+                    except Exception:
+                        dropped += 1
+                        continue
+                    starts.pop(tid, None)
+                    ends[tid] = row
+                    tags += [(start, tid, "span_type", v) for v in acc[TYPES]]
+                    tags += [(start, tid, "plugin", v) for v in acc[PLUGINS]]
+                    tags += [(start, tid, "model", v) for v in acc[MODELS]]
+                    tags += [(start, tid, "tool", v) for v in acc[TOOLS]]
+                elif kind == "R":
+                    sid = rec[3]
+                    if sid not in on_disk:
+                        plugin, stype, name = rec[7], rec[6], rec[5]
+                        gkey = (name if stype not in ("llm_call", "tool_call", "plugin_call")
+                                else plugin if stype == "plugin_call" else None)
+                        inserts.append((rec[2], rec[1], sid, rec[4], name, stype, plugin, gkey,
+                                        rec[8], None, "running", 0, 0, 0, None, None, 0.0, None))
+                        started.append(sid)
+                elif kind == "P":
+                    plugins[rec[1]] = self.plugins[rec[1]] = rec[1:]
+        if len(accs) > 200_000:  # traces that never end: forget the oldest
+            for old in list(accs)[:20_000]:
+                del accs[old]
         for tid, (_, _, start, name, attrs) in list(starts.items()):
             try:
                 starts[tid] = self.running_traces[tid] = self._trace_row(
-                    tid, name, start, attrs, "running", None, _EMPTY, 0, False)
+                    tid, name, start, attrs, "running", None, _NO_TOTALS, 0, False)
             except Exception:
                 del starts[tid]
                 dropped += 1
@@ -711,19 +567,27 @@ class Writer:
         rows = len(inserts) + len(updates) + len(ends) + len(starts)
         return (ends, starts, inserts, updates, tags, plugins, minutes, started, rows)
 
+    def fold_and_process(self, records: list[tuple]) -> tuple:
+        """:meth:`process` for records not folded yet (a spill file's)."""
+        folded = self.folder.fold(records)
+        if folded[4]:
+            self.dropped += folded[4]
+            self.note_error(f"{folded[4]} span records could not be encoded", folded[5])
+        return self.process([folded])
+
     @staticmethod
     def _trace_row(tid: str, name: str, start: int, attrs: Any, status: str,
-                   end: int | None, acc: _Acc, dropped_spans: Any, truncated: Any) -> tuple:
+                   end: int | None, acc: list, dropped_spans: Any, truncated: Any) -> tuple:
         attrs = dict(attrs) if attrs else {}
         pop = attrs.pop
         cols = [None if (v := pop(key, None)) is None else str(v) for key in TRACE_FIELDS]
         return (
             tid, name, start, end, None if end is None else end - start, status, *cols,
-            acc.input, acc.output, acc.cached, acc.spans, acc.llm, acc.tool_calls, acc.errors,
-            int(dropped_spans or 0), int(bool(truncated)),
-            encode(list(acc.plugins)) if acc.plugins else "[]",
-            encode(list(acc.models)) if acc.models else "[]",
-            encode(attrs) if attrs else None, acc.cost,
+            acc[INPUT], acc[OUTPUT], acc[CACHED], acc[SPANS], acc[LLM], acc[TOOL_CALLS],
+            acc[ERRORS], int(dropped_spans or 0), int(bool(truncated)),
+            encode(list(acc[PLUGINS])) if acc[PLUGINS] else "[]",
+            encode(list(acc[MODELS])) if acc[MODELS] else "[]",
+            encode(attrs) if attrs else None, acc[COST],
         )
 
     # ------------------------------------------------------------------ writing
@@ -888,7 +752,7 @@ class Writer:
                 # behind? take the batches already waiting into the same transaction:
                 # the rollup rows and the commit are paid once for all of them
                 msgs = [msg]
-                total = len(msg[2])
+                total = msg[3]
                 while total < self.coalesce:
                     nxt = self.inbox.popleft() if self.inbox else self._recv(0)
                     if nxt is None:
@@ -897,11 +761,10 @@ class Writer:
                         self.inbox.appendleft(nxt)
                         break
                     msgs.append(nxt)
-                    total += len(nxt[2])
-                records = msg[2] if len(msgs) == 1 else [r for m in msgs for r in m[2]]
-                self.write_retrying(self.process(records))
-                for _, seq, recs, upto in msgs:
-                    self.emit(("ack", seq, upto, len(recs), "batch", self.stats()))
+                    total += nxt[3]
+                self.write_retrying(self.process([m[4] for m in msgs]))
+                for _, seq, upto, n, _folded in msgs:
+                    self.emit(("ack", seq, upto, n, "batch", self.stats()))
             elif kind == "spill":
                 _, seq, path, count, upto = msg
                 path = Path(path)
@@ -937,7 +800,8 @@ class Writer:
         """Write a spill file's records, ``spill_chunk`` to a transaction, then delete it."""
         wrote = False
         for i in range(0, len(records), self.spill_chunk):
-            wrote |= self.write_retrying(self.process(records[i:i + self.spill_chunk]))
+            wrote |= self.write_retrying(
+                self.fold_and_process(records[i:i + self.spill_chunk]))
         if wrote or not self.abandon:  # (untouched while closing on a fault: kept for next open)
             path.unlink(missing_ok=True)
 

@@ -1,0 +1,187 @@
+"""Finished spans to what the writer stores: span rows, trace totals, minute statistics.
+
+:meth:`SpanFolder.fold` takes a batch of records (see ``botrace.store.writer``) and
+turns every finished span (``"S"``) into
+
+- its row in ``spans`` (``SPAN_COLS`` order): values as JSON, statistics key, self
+  time, duration bucket and cost worked out;
+- its share of its trace's totals (a *part*, one per trace in the batch, see
+  :func:`new_totals`), which the writer adds to what earlier batches brought and
+  writes into the trace's row when the trace ends;
+- its share of the per-minute statistics rollup (``botrace.store.rollup``).
+
+The other records pass through in order. The feeder thread folds every batch before
+it pickles it, so this work runs on the host's side, next to the hooks that left a
+core mostly idle, while the writer's core does SQLite; the writer folds only what
+reaches it from a spill file. The one state kept between batches is the time of the
+children each unfinished parent has seen (for its self time); a folder sees the
+children of a parent only if they went the same way, so a parent whose children were
+spilled while it was not counts their time as its own.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from botrace.pricing import PriceTable
+from botrace.schema import DUR_BUCKET_BASE
+from botrace.store.rollup import MINUTE
+
+__all__ = ["SpanFolder", "merge_totals", "new_totals"]
+
+_LOG_BASE = math.log(DUR_BUCKET_BASE)
+_MAX_PARENTS = 500_000  # unfinished parents remembered (spans that never end: oldest go)
+
+# A trace's totals, a list (cheap to pickle and to add up):
+SPANS, LLM, TOOL_CALLS, ERRORS, INPUT, OUTPUT, CACHED, COST, TYPES, PLUGINS, MODELS, TOOLS = (
+    range(12))
+
+
+def new_totals() -> list:
+    """``[spans, llm_calls, tool_calls, errors, input_tokens, output_tokens, cached_tokens,
+    cost_usd, {span_type}, {plugin}, {model}, {tool}]`` (the sets as dicts: first seen first)."""
+    return [0, 0, 0, 0, 0, 0, 0, 0.0, {}, {}, {}, {}]
+
+
+def merge_totals(into: list, part: list) -> None:
+    into[SPANS] += part[SPANS]
+    into[LLM] += part[LLM]
+    into[TOOL_CALLS] += part[TOOL_CALLS]
+    into[ERRORS] += part[ERRORS]
+    into[INPUT] += part[INPUT]
+    into[OUTPUT] += part[OUTPUT]
+    into[CACHED] += part[CACHED]
+    into[COST] += part[COST]
+    into[TYPES].update(part[TYPES])
+    into[PLUGINS].update(part[PLUGINS])
+    into[MODELS].update(part[MODELS])
+    into[TOOLS].update(part[TOOLS])
+
+
+def _tok(value: Any) -> int:
+    return value if type(value) is int and value > 0 else 0
+
+
+class SpanFolder:
+    """Folds batches of records; one per side that folds (the feeder, the writer)."""
+
+    def __init__(self, prices: PriceTable, encode: Any) -> None:
+        self.prices = prices
+        self.encode = encode
+        self.child_ns: dict[str, int] = {}  # parent span id -> its finished children's ns
+
+    def fold(self, records: list[tuple]) -> tuple[list, list, dict, dict, int, Any]:
+        """``(others, rows, parts, minutes, lost, error)``: the records that are not finished
+        spans, in order; the span rows; trace id -> part; minute key -> aggregate; how many
+        spans were dropped because a value would not encode, and the last such error."""
+        others: list[tuple] = []
+        rows: list[tuple] = []
+        parts: dict[str, list] = {}
+        minutes: dict[tuple, list] = {}
+        child_ns = self.child_ns
+        prices = self.prices
+        encode = self.encode
+        log = math.log
+        lb = _LOG_BASE
+        minute = MINUTE
+        lost = 0
+        error = None
+        for rec in records:
+            if rec[0] != "S":
+                others.append(rec)
+                continue
+            (_, tid, tstart, sid, pid, name, stype, plugin, start, end, status, err, inp, out,
+             meta, events, trunc) = rec
+            data = {}
+            if inp:
+                data["input"] = inp
+            if out:
+                data["output"] = out
+            if meta:
+                data["meta"] = meta
+            if events:
+                data["events"] = events
+            if err:
+                data["error"] = err
+            if trunc:
+                data["truncated"] = True
+            try:
+                text = encode(data) if data else None
+            except Exception as exc:  # a value JSON cannot hold: count it, go on
+                lost += 1
+                error = exc
+                continue
+            part = parts.get(tid)
+            if part is None:
+                part = parts[tid] = [0, 0, 0, 0, 0, 0, 0, 0.0, {}, {}, {}, {}]
+            tin = tout = tc = 0
+            cost = 0.0
+            if stype == "llm_call":
+                gkey = None
+                if meta:
+                    gkey = meta.get("model")
+                    tin = _tok(meta.get("input_tokens"))
+                    tout = _tok(meta.get("output_tokens"))
+                    tc = _tok(meta.get("cached_tokens"))
+                part[LLM] += 1
+                if gkey is not None:
+                    gkey = str(gkey)
+                    part[MODELS][gkey] = None
+                if prices:
+                    cost = prices.cost(gkey, tin, tout, tc)
+            elif stype == "tool_call":
+                gkey = meta.get("tool_name") if meta else None
+                gkey = name if gkey is None else str(gkey)
+                part[TOOL_CALLS] += 1
+                part[TOOLS][gkey] = None
+            elif stype == "plugin_call":
+                gkey = plugin
+            else:
+                gkey = name
+            ch = child_ns.pop(sid, 0)
+            if end is None:
+                dur = self_ns = bucket = None
+            else:
+                dur = end - start
+                self_ns = dur - ch if dur > ch else 0
+                if pid is not None:
+                    child_ns[pid] = child_ns.get(pid, 0) + dur
+                bucket = int(log(dur) / lb) + 1 if dur >= 1 else 0
+            part[SPANS] += 1
+            if tin or tout or tc:
+                part[INPUT] += tin
+                part[OUTPUT] += tout
+                part[CACHED] += tc
+                part[COST] += cost
+            if status == "error":
+                part[ERRORS] += 1
+            part[TYPES][stype] = None
+            if plugin is not None:
+                part[PLUGINS][plugin] = None
+            rows.append((tstart, tid, sid, pid, name, stype, plugin, gkey, start, end, status,
+                         tin, tout, tc, self_ns, bucket, cost, text))
+            if dur is not None:
+                key = (start - start % minute, stype or "", gkey or "", name or "",
+                       plugin or "", status)
+                agg = minutes.get(key)
+                if agg is None:
+                    agg = minutes[key] = [0, 0, 0, 0, 0, 0, 0, 0.0, tstart, {}]
+                agg[0] += 1
+                agg[1] += dur
+                agg[2] += self_ns
+                if dur > agg[3]:
+                    agg[3] = dur
+                if tin or tout or tc:
+                    agg[4] += tin
+                    agg[5] += tout
+                    agg[6] += tc
+                    agg[7] += cost
+                if tstart < agg[8]:
+                    agg[8] = tstart
+                hist = agg[9]
+                hist[bucket] = hist.get(bucket, 0) + 1
+        if len(child_ns) > _MAX_PARENTS:  # parents that never end: forget the oldest
+            for old in list(child_ns)[:_MAX_PARENTS // 10]:
+                del child_ns[old]
+        return others, rows, parts, minutes, lost, error
