@@ -183,6 +183,11 @@ async def test_a_burst_beyond_the_queue_spills_to_disk_and_loses_nothing(tmp_pat
     # spilled records came back in order: every trace has its totals and all its spans
     assert count(db, "SELECT count(*) FROM traces WHERE span_count = 20") == 300
     assert count(db, "SELECT sum(n) FROM stats_rollup WHERE grain = 60000000000") == 300 * 20
+    # totals folded on either side (feeder, or writer for spilled spans) add up per trace
+    assert count(db, "SELECT count(*) FROM traces t WHERE input_tokens + output_tokens != "
+                     "(SELECT sum(input_tokens + output_tokens) FROM spans s "
+                     " WHERE s.trace_id = t.trace_id)") == 0
+    assert count(db, "SELECT sum(input_tokens) FROM traces") > 0
 
 
 async def test_a_dead_writer_is_logged_counted_and_the_store_stops_accepting(
