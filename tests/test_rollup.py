@@ -12,7 +12,7 @@ from storeutil import fed_store
 
 from botrace.config import Settings
 from botrace.query import _cover
-from botrace.schema import GRAINS, MIGRATIONS
+from botrace.schema import GRAINS, MIGRATIONS, SCHEMA_VERSION
 from botrace.store import TraceStore
 from botrace.store.synthetic import synthetic_traces
 
@@ -190,7 +190,7 @@ async def test_a_version_3_database_gets_numbered_tags_at_open(tmp_path: Path) -
     assert ("plugin", "weather") in {t[:2] for t in old_tags}
     conn.close()
     async with TraceStore(db) as store:
-        assert store.health()["schema_version"] == 4
+        assert store.health()["schema_version"] == SCHEMA_VERSION
         for flt in ({"plugin": "weather"}, {"model": "gpt-4o"}, {"span_type": "llm_call"},
                     {"plugin": "weather", "span_type": "message"}):
             assert [t["trace_id"] for t in (await store.list_traces(flt))["traces"]] == [tid]
@@ -200,3 +200,67 @@ async def test_a_version_3_database_gets_numbered_tags_at_open(tmp_path: Path) -
                                 "FROM trace_tags g JOIN tag_values v USING (tag)"))
     assert new_tags == old_tags
     conn.close()
+
+
+def _folded_batches(traces: list, per: int) -> list[tuple]:
+    """The traces' records as the feeder folds them, ``per`` traces a batch."""
+    from botrace.pricing import PriceTable
+    from botrace.store.folding import SpanFolder
+    from botrace.store.jsontext import encode
+    from botrace.store.synthetic import feed
+
+    capture = TraceStore(Path("unused.db"))  # not opened: its hooks only gather records
+    capture._accepting = True
+    folder = SpanFolder(PriceTable(PRICES), encode)
+    out = []
+    for i in range(0, len(traces), per):
+        for trace in traces[i:i + per]:
+            feed(capture, trace)
+        out.append(folder.fold(capture._buf)[:4])
+        capture._buf = []
+    return out
+
+
+def _lagging_writer(db: Path, generated: list):
+    """A writer that wrote every batch with hour and day rows held back (its rollup
+    interval is an hour), as if it died before writing them."""
+    from botrace.store.writer import Writer, prepare_database
+
+    prepare_database(db)
+    w = Writer({"path": str(db), "prices": PRICES, "rollup_interval": 3600.0}, lambda m: None)
+    w.connect()
+    w.rollup_due = float("inf")
+    for folded in _folded_batches(generated, 25):
+        assert w.write(w.process([folded]))
+    return w
+
+
+def test_hour_and_day_rows_lag_the_minute_rows_until_written(tmp_path: Path, generated) -> None:
+    from test_store import assert_rollup_matches_spans
+
+    db = tmp_path / "lag.db"
+    w = _lagging_writer(db, generated)
+    conn = sqlite3.connect(db)
+    minutes, hours = (conn.execute("SELECT coalesce(sum(n), 0) FROM stats_rollup WHERE grain = ?",
+                                   (g,)).fetchone()[0] for g in (GRAINS[2], GRAINS[1]))
+    dirty = [r[0] for r in conn.execute("SELECT t0 FROM rollup_dirty")]
+    conn.close()
+    assert minutes == 300 * 20 and hours == 0  # minute rows at once, hours held back
+    assert len(dirty) == 9 and all(t % GRAINS[1] == 0 for t in dirty)  # 8 h over 9 hours
+    assert w.write(({}, {}, [], [], [], {}, {}, [], 0), flush_rollup=True)
+    w.conn.close()
+    assert_rollup_matches_spans(db)
+    assert sqlite3.connect(db).execute("SELECT count(*) FROM rollup_dirty").fetchone()[0] == 0
+
+
+async def test_hour_rows_a_dead_writer_left_behind_are_rebuilt_at_open(tmp_path: Path,
+                                                                       generated) -> None:
+    from test_store import assert_rollup_matches_spans
+
+    db = tmp_path / "dead.db"
+    _lagging_writer(db, generated).conn.close()  # dies: no flush, no close
+    async with TraceStore(db) as store:
+        groups = {g["key"]: g["count"] for g in (await store.stats("span_type"))["groups"]}
+    assert sum(groups.values()) == 300 * 20  # a whole-store window reads the day rows
+    assert_rollup_matches_spans(db)
+    assert sqlite3.connect(db).execute("SELECT count(*) FROM rollup_dirty").fetchone()[0] == 0

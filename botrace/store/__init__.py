@@ -553,7 +553,7 @@ class TraceStore:
                 self._send(self._pack(msg))
             if batch or flush or done:
                 folded, n = self._fold_batch(batch)
-                outbox.append((self._pack(("batch", seq, upto, n, folded)), n))
+                outbox.append((self._pack(("batch", seq, upto, n, folded, flush)), n))
             if spill is not None:
                 outbox.append((self._pack(("spill", spill_seq, *spill)), 0))
             while outbox and (self._inflight < self._inflight_cap or closing):
@@ -942,7 +942,7 @@ def _pickle_batch(store: TraceStore, msg: tuple) -> bytes:
         if msg[0] != "batch":
             raise
         # span rows are plain text and numbers: the odd value is in a trace's attributes
-        kind, seq, upto, n, (others, *folded) = msg
+        kind, seq, upto, n, (others, *folded), flush = msg
         good = []
         for rec in others:
             try:
@@ -957,5 +957,5 @@ def _pickle_batch(store: TraceStore, msg: tuple) -> bytes:
             store._pending -= lost
             store._note_error_locked(f"{lost} records could not be pickled; dropped", exc)
         # the acknowledgement counts the records sent
-        return pickle.dumps((kind, seq, upto, n - lost, (good, *folded)),
+        return pickle.dumps((kind, seq, upto, n - lost, (good, *folded), flush),
                             protocol=pickle.HIGHEST_PROTOCOL)

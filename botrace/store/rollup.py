@@ -1,11 +1,14 @@
 """The statistics rollup (table ``stats_rollup``, see ``botrace.schema``): kept by the writer.
 
-The writer adds each finished span to a per-minute aggregate while it turns a batch
-into rows (:func:`new_agg` / the inlined adds in ``botrace.store.writer``), then
-:func:`fold` spreads the minute aggregates over the three grains and
-:class:`RollupCache` merges them into the stored rows in the batch's transaction.
-Retention subtracts what it deletes the same way (``sign=-1``), so the rollup always
-describes exactly the finished spans in ``spans``.
+Each finished span is added to a per-minute aggregate when its batch is folded
+(``botrace.store.folding``, on the feeder), then the writer's :func:`fold` spreads the
+minute aggregates over the three grains and :class:`RollupCache` merges them into the
+stored rows: the minute rows in the batch's transaction, the hour and day rows at most
+once a second (and at a host's flush, at close, before pruning), the hours they lag
+listed in ``rollup_dirty`` meanwhile (:func:`repair_coarse` catches them up after a
+crash). Retention subtracts what it deletes the same way (``sign=-1``), so the rollup
+describes exactly the finished spans in ``spans``; the hour and day rows up to a
+second late.
 
 Row layout in memory (a list, mutated in place)::
 
@@ -22,9 +25,10 @@ from typing import Any
 from botrace.schema import GRAINS, ROLLUP_COLS, bucket_value_ns
 from botrace.store.jsontext import encode_hist
 
-__all__ = ["RollupCache", "fold", "merge_agg", "new_agg", "rebuild_rollup"]
+__all__ = ["RollupCache", "fold", "merge_agg", "new_agg", "rebuild_rollup", "repair_coarse"]
 
-MINUTE = GRAINS[-1]
+DAY, HOUR, MINUTE = GRAINS
+COARSE = (DAY, HOUR)
 _UPSERT = (f"INSERT OR REPLACE INTO stats_rollup ({', '.join(ROLLUP_COLS)}) "
            f"VALUES ({', '.join('?' * len(ROLLUP_COLS))})")
 _DELETE = ("DELETE FROM stats_rollup WHERE grain = ? AND t0 = ? AND span_type = ? AND gkey = ? "
@@ -76,12 +80,12 @@ def _subtract(row: list, agg: list) -> None:
         row[3] = min(row[3], int(bucket_value_ns(max(hist)) * 1.015) + 1)
 
 
-def fold(minutes: dict[tuple, list]) -> dict[tuple, list]:
+def fold(minutes: dict[tuple, list], grains: tuple[int, ...] = GRAINS) -> dict[tuple, list]:
     """Minute aggregates ``(minute_t0, span_type, gkey, name, plugin, status) -> agg``
-    spread over every grain: ``(grain, t0, span_type, gkey, name, plugin, status) -> agg``."""
+    spread over ``grains``: ``(grain, t0, span_type, gkey, name, plugin, status) -> agg``."""
     out: dict[tuple, list] = {}
     for (m, *rest), agg in minutes.items():
-        for grain in GRAINS:
+        for grain in grains:
             key = (grain, m - m % grain, *rest)
             have = out.get(key)
             if have is None:
@@ -104,10 +108,39 @@ class RollupCache:
     def __init__(self) -> None:
         self.rows: dict[tuple, list] = {}
         self.loaded: set[tuple[int, int]] = set()
+        # hour and day aggregates of committed batches not written yet (their hours are
+        # listed in rollup_dirty): the writer writes them at most once a second
+        self.pending: dict[tuple, list] = {}
 
     def clear(self) -> None:
+        """Forget the rows read (they may hold a failed transaction's changes); what is
+        pending stays: it was committed to the minute rows."""
         self.rows.clear()
         self.loaded.clear()
+
+    def stage(self, aggs: dict[tuple, list]) -> None:
+        """Keep hour / day aggregates of a committed batch for the next :meth:`with_pending`."""
+        pending = self.pending
+        for key, agg in aggs.items():
+            have = pending.get(key)
+            if have is None:
+                pending[key] = agg
+            else:
+                merge_agg(have, agg)
+
+    def with_pending(self, aggs: dict[tuple, list]) -> dict[tuple, list]:
+        """``aggs`` plus everything pending, as new aggregates (``pending`` is left as it
+        is until the transaction writing them commits)."""
+        if not self.pending:
+            return aggs
+        out = {key: [*agg[:9], dict(agg[9])] for key, agg in self.pending.items()}
+        for key, agg in aggs.items():
+            have = out.get(key)
+            if have is None:
+                out[key] = agg
+            else:
+                merge_agg(have, agg)
+        return out
 
     def _load(self, conn: sqlite3.Connection, grain: int, t0: int) -> None:
         for r in conn.execute(_LOAD, (grain, t0)):
@@ -186,3 +219,36 @@ def spans_aggs(conn: sqlite3.Connection, upto_trace_start_ns: int) -> dict[tuple
     rows = conn.execute(_FROM_SPANS.format(where="AND trace_start_ns <= ?"),
                         (upto_trace_start_ns,))
     return fold(minute_aggs(rows))
+
+
+def repair_coarse(conn: sqlite3.Connection) -> int:
+    """Rebuild the hour and day rows of the hours listed in ``rollup_dirty`` from their
+    minute rows (a writer died before writing them), in one transaction. Returns how
+    many hours were listed."""
+    hours = sorted(r[0] for r in conn.execute("SELECT t0 FROM rollup_dirty"))
+    if not hours:
+        return 0
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        days = sorted({h - h % DAY for h in hours})
+        for grain, fine, starts in ((HOUR, MINUTE, hours), (DAY, HOUR, days)):
+            for t0 in starts:
+                aggs: dict[tuple, list] = {}
+                for r in conn.execute(_LOAD.replace("t0 = ?", "t0 >= ? AND t0 < ?"),
+                                      (fine, t0, t0 + grain)):
+                    key = (grain, t0, *r[:5])
+                    agg = [*r[5:14], decode_hist(r[14])]
+                    have = aggs.get(key)
+                    if have is None:
+                        aggs[key] = agg
+                    else:
+                        merge_agg(have, agg)
+                conn.execute("DELETE FROM stats_rollup WHERE grain = ? AND t0 = ?", (grain, t0))
+                conn.executemany(_UPSERT, [(*key, *agg[:9], encode_hist(agg[9]))
+                                           for key, agg in aggs.items()])
+        conn.execute("DELETE FROM rollup_dirty")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return len(hours)

@@ -69,11 +69,21 @@ from botrace.store.folding import (
     new_totals,
 )
 from botrace.store.jsontext import encode
-from botrace.store.rollup import RollupCache, fold, merge_agg, spans_aggs
+from botrace.store.rollup import (
+    COARSE,
+    HOUR,
+    MINUTE,
+    RollupCache,
+    fold,
+    merge_agg,
+    repair_coarse,
+    spans_aggs,
+)
 
 __all__ = ["StoreError", "Writer", "prepare_database", "read_spill"]
 
 _NO_TOTALS = new_totals()  # (read only)
+_NOTHING = ({}, {}, [], [], [], {}, {}, [], 0)  # a processed batch of no records
 PAGE_SIZE = 16_384  # new databases only
 
 SPAN_COLS = (
@@ -238,6 +248,7 @@ def prepare_database(path: Path, busy_timeout_ms: int = 2_000) -> tuple[int, int
                 conn.execute("ROLLBACK")
                 raise
             version += 1
+        repair_coarse(conn)  # a writer that died with hour / day rows not written yet
         return version, _recover_interrupted(conn)
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"cannot open {path}: {exc}") from None
@@ -365,6 +376,8 @@ class Writer:
         self.tag_ids: dict[tuple[str, str], int] = {}  # (kind, value) -> its tag number
         self.lost_file = False
         self.cache = RollupCache()
+        self.rollup_interval = float(cfg.get("rollup_interval", 1.0))  # s, hour and day rows
+        self.rollup_due = 0.0
         self.inbox: deque = deque()
         self.stop_checkpoints = threading.Event()
         self.closing = False
@@ -467,6 +480,7 @@ class Writer:
         self.reopened += 1
         self.on_disk.clear()
         self.cache.clear()
+        self.cache.pending = {}  # (the spans they described were in the lost file)
         self.lost_file = True
         try:
             self.schema_version, _ = prepare_database(self.path, self.busy_timeout_ms)
@@ -592,9 +606,15 @@ class Writer:
 
     # ------------------------------------------------------------------ writing
 
-    def write(self, payload: tuple) -> bool:
-        """One attempt at writing a processed batch in one transaction."""
+    def write(self, payload: tuple, flush_rollup: bool = False) -> bool:
+        """One attempt at writing a processed batch in one transaction. The rollup's
+        minute rows go in with it; its hour and day rows when a second has passed since
+        they were last written, or ``flush_rollup`` (a host's flush, close) asks."""
         ends, starts, inserts, updates, tags, plugins, minutes, started, rows = payload
+        cache = self.cache
+        coarse = fold(minutes, COARSE) if minutes else None
+        write_coarse = bool(coarse or cache.pending) and (
+            flush_rollup or self.closing or time.monotonic() >= self.rollup_due)
         try:
             self._check_file()
             conn = self.conn
@@ -626,10 +646,16 @@ class Writer:
                 if plugins:
                     conn.executemany(_INSERT_PLUGIN, list(plugins.values()))
                 if minutes:
-                    self.cache.apply(conn, fold(minutes))
+                    cache.apply(conn, fold(minutes, (MINUTE,)))
+                if write_coarse:
+                    cache.apply(conn, cache.with_pending(coarse or {}))
+                    conn.execute("DELETE FROM rollup_dirty")
+                elif coarse:
+                    conn.executemany("INSERT OR IGNORE INTO rollup_dirty (t0) VALUES (?)",
+                                     {(key[1],) for key in coarse if key[0] == HOUR})
                 conn.execute("COMMIT")
             except BaseException:
-                self.cache.clear()  # rows were merged in place: read them again
+                cache.clear()  # rows were merged in place: read them again
                 self.tag_ids = {}  # numbers given in the failed transaction are void
                 try:
                     conn.execute("ROLLBACK")
@@ -646,6 +672,11 @@ class Writer:
                     pass
             return False
         self.lost_file = False
+        if write_coarse:
+            cache.pending = {}
+            self.rollup_due = time.monotonic() + self.rollup_interval
+        elif coarse:
+            cache.stage(coarse)
         on_disk = self.on_disk
         for row in updates:
             on_disk.pop(row[-1], None)
@@ -657,14 +688,14 @@ class Writer:
         self.written += rows
         return True
 
-    def write_retrying(self, payload: tuple) -> bool:
+    def write_retrying(self, payload: tuple, flush_rollup: bool = False) -> bool:
         """Write, waiting out a fault (locked, disk full) with a growing pause; while
         closing, give up (rows counted as dropped) once the pause is at its longest."""
         if self.abandon:
             self.dropped += payload[-1]
             return False
         backoff = 0.0
-        while not self.write(payload):
+        while not self.write(payload, flush_rollup):
             self.emit(("status", self.stats()))
             if self.closing and backoff >= self.max_backoff:
                 self.dropped += payload[-1]
@@ -742,8 +773,12 @@ class Writer:
                 if not self.prune_due and time.monotonic() >= self.next_prune:
                     self.prune_due = True
                 timeout = 0.0 if self.prune_due else max(0.0, self.next_prune - time.monotonic())
+                if self.cache.pending:  # idle: the rollup's hour and day rows within a second
+                    timeout = min(timeout, max(0.0, self.rollup_due - time.monotonic()))
                 msg = self._recv(timeout)
             if msg is None:
+                if self.cache.pending and time.monotonic() >= self.rollup_due:
+                    self.write_retrying(_NOTHING)
                 if self.prune_due and not self.closing:
                     self._prune_tick()
                 continue
@@ -762,8 +797,10 @@ class Writer:
                         break
                     msgs.append(nxt)
                     total += nxt[3]
-                self.write_retrying(self.process([m[4] for m in msgs]))
-                for _, seq, upto, n, _folded in msgs:
+                # (a host's flush asks for everything to be queryable: the rollup too)
+                self.write_retrying(self.process([m[4] for m in msgs]),
+                                    flush_rollup=any(m[5] for m in msgs))
+                for _, seq, upto, n, _folded, _flush in msgs:
                     self.emit(("ack", seq, upto, n, "batch", self.stats()))
             elif kind == "spill":
                 _, seq, path, count, upto = msg
@@ -816,6 +853,8 @@ class Writer:
     def _finish(self) -> None:
         if self.conn is None:
             return
+        if self.cache.pending:
+            self.write_retrying(_NOTHING, flush_rollup=True)
         if not self.abandon:
             try:  # fresh planner statistics for the next reader (sampled: milliseconds)
                 self.conn.execute("PRAGMA analysis_limit = 400")
@@ -877,7 +916,11 @@ class Writer:
         # spans and tags are keyed by their trace's start time, so a batch of whole traces
         # is a few key-range deletes: no trace is ever left half-deleted
         conn.execute("BEGIN IMMEDIATE")
+        pending = bool(self.cache.pending)
         try:
+            if pending:  # written first: what is subtracted next may be in it
+                self.cache.apply(conn, self.cache.with_pending({}))
+                conn.execute("DELETE FROM rollup_dirty")
             self.cache.apply(conn, spans_aggs(conn, upto), sign=-1)
             conn.execute("DELETE FROM spans WHERE trace_start_ns <= ?", (upto,))
             conn.execute("DELETE FROM trace_tags WHERE tag IN (SELECT tag FROM tag_values) "
@@ -888,6 +931,8 @@ class Writer:
             self.cache.clear()
             conn.execute("ROLLBACK")
             raise
+        if pending:
+            self.cache.pending = {}
         self.pruned_traces += deleted
         if automatic:
             self.unreported_pruned += deleted
