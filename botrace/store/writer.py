@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import queue
 import sqlite3
 import threading
 import time
@@ -969,10 +970,31 @@ def main(argv: list[str]) -> int:
     def emit(msg: tuple) -> None:
         conn.send_bytes(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
 
+    # A thread of its own empties the socket while a transaction runs, so the host's
+    # feeder never waits on a full socket buffer (it would stop folding meanwhile, and
+    # the two sides would take turns instead of working side by side). It only reads
+    # bytes (without the GIL); unpickling stays on this thread. The host keeps what is
+    # in flight bounded (its unacknowledged-records cap).
+    inbox: queue.SimpleQueue = queue.SimpleQueue()
+
+    def read() -> None:
+        try:
+            while True:
+                inbox.put(conn.recv_bytes())
+        except (EOFError, OSError):
+            inbox.put(None)  # the host closed its end
+
+    threading.Thread(target=read, name="botrace-writer-reader", daemon=True).start()
+
     def recv(timeout: float | None) -> Any:
-        if timeout is not None and not conn.poll(timeout):
+        try:
+            data = inbox.get(timeout=timeout) if timeout != 0 else inbox.get_nowait()
+        except queue.Empty:
             return None
-        return pickle.loads(conn.recv_bytes())
+        if data is None:
+            inbox.put(None)  # (every later call says so too)
+            raise EOFError("the host closed the connection")
+        return pickle.loads(data)
 
     writer = Writer(cfg, emit)
     try:
