@@ -364,6 +364,10 @@ class Writer:
         self.max_backoff = float(cfg.get("max_backoff", 5.0))
         self.spill_chunk = int(cfg.get("spill_chunk", 50_000))
         self.coalesce = int(cfg.get("coalesce", 60_000))  # records in one transaction at most
+        # a steady stream is written at most ~10 times a second (bigger transactions:
+        # each commit writes every page it touched to the WAL once)
+        self.min_interval = float(cfg.get("min_interval", 0.1))
+        self.last_commit = 0.0
         self.spill_path = Path(cfg.get("spill_path") or str(self.path) + ".spill")
         self.emit = emit
         self.recv: Any = None
@@ -673,6 +677,7 @@ class Writer:
                     pass
             return False
         self.lost_file = False
+        self.last_commit = time.monotonic()
         if write_coarse:
             cache.pending = {}
             self.rollup_due = time.monotonic() + self.rollup_interval
@@ -789,10 +794,18 @@ class Writer:
                 # the rollup rows and the commit are paid once for all of them
                 msgs = [msg]
                 total = msg[3]
+                # and under a steady stream, wait for more up to min_interval after the
+                # last commit: a commit rewrites every page the transaction touched
+                until = self.last_commit + self.min_interval
                 while total < self.coalesce:
                     nxt = self.inbox.popleft() if self.inbox else self._recv(0)
                     if nxt is None:
-                        break
+                        wait = until - time.monotonic()
+                        if wait <= 0 or self.closing or any(m[5] for m in msgs):
+                            break
+                        nxt = self._recv(wait)
+                        if nxt is None:
+                            break
                     if nxt[0] != "batch":
                         self.inbox.appendleft(nxt)
                         break
