@@ -135,7 +135,7 @@ CRASH_SCRIPT = textwrap.dedent("""
         for span in done:
             store.botrace_span_finished(span=span)
         await store.flush()
-        print(trace.trace_id, len(done), len(trace.spans), flush=True)
+        print(trace.trace_id, len(done), len(trace.spans), store._proc.pid, flush=True)
         os._exit(1)   # killed mid-message: no close, no trace_finished
 
     asyncio.run(main())
@@ -145,7 +145,12 @@ CRASH_SCRIPT = textwrap.dedent("""
 async def test_trace_running_when_process_dies_is_interrupted_after_restart(db: Path) -> None:
     out = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, str(db)], capture_output=True,
                          text=True, timeout=60, cwd=ROOT)
-    trace_id, finished, total = out.stdout.split()
+    trace_id, finished, total, writer_pid = out.stdout.split()
+    # its writer process saw the host go and ended (no writer left behind)
+    deadline = time.monotonic() + 20
+    while _alive(int(writer_pid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(int(writer_pid))
     store = TraceStore(db)
     store.retention_days = 0  # the synthetic trace is from 2023: keep it
     async with store:
@@ -162,6 +167,15 @@ async def test_trace_running_when_process_dies_is_interrupted_after_restart(db: 
         # its tags were rebuilt from the spans kept, so filters find it
         assert (await store.list_traces({"span_type": "llm_call",
                                          "status": "interrupted"}))["total"] == 1
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its new parent to reap it has ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def make_v1_database(path: Path) -> str:
