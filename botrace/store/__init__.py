@@ -621,7 +621,8 @@ class TraceStore:
         self._spill_pending = 0
         self._spill_bytes = 0
         self._spilling = False
-        self._waited = False
+        # (the overload is not over until the queue is half empty again: no second
+        # backpressure wait until then, whatever number of spill files it takes)
         try:
             os.replace(self._spill_path, path)
         except OSError as exc:
