@@ -25,7 +25,8 @@ from typing import Any
 from botrace.schema import GRAINS, ROLLUP_COLS, bucket_value_ns
 from botrace.store.jsontext import encode_hist
 
-__all__ = ["RollupCache", "fold", "merge_agg", "new_agg", "rebuild_rollup", "repair_coarse"]
+__all__ = ["RollupCache", "fold", "merge_agg", "merge_aggs", "new_agg", "rebuild_rollup",
+           "repair_coarse"]
 
 DAY, HOUR, MINUTE = GRAINS
 COARSE = (DAY, HOUR)
@@ -80,6 +81,16 @@ def _subtract(row: list, agg: list) -> None:
         row[3] = min(row[3], int(bucket_value_ns(max(hist)) * 1.015) + 1)
 
 
+def merge_aggs(into: dict[tuple, list], aggs: dict[tuple, list]) -> None:
+    """Add ``aggs`` to ``into`` key by key (an aggregate new to ``into`` is taken as is)."""
+    for key, agg in aggs.items():
+        have = into.get(key)
+        if have is None:
+            into[key] = agg
+        else:
+            merge_agg(have, agg)
+
+
 def fold(minutes: dict[tuple, list], grains: tuple[int, ...] = GRAINS) -> dict[tuple, list]:
     """Minute aggregates ``(minute_t0, span_type, gkey, name, plugin, status) -> agg``
     spread over ``grains``: ``(grain, t0, span_type, gkey, name, plugin, status) -> agg``."""
@@ -120,13 +131,7 @@ class RollupCache:
 
     def stage(self, aggs: dict[tuple, list]) -> None:
         """Keep hour / day aggregates of a committed batch for the next :meth:`with_pending`."""
-        pending = self.pending
-        for key, agg in aggs.items():
-            have = pending.get(key)
-            if have is None:
-                pending[key] = agg
-            else:
-                merge_agg(have, agg)
+        merge_aggs(self.pending, aggs)
 
     def with_pending(self, aggs: dict[tuple, list]) -> dict[tuple, list]:
         """``aggs`` plus everything pending, as new aggregates (``pending`` is left as it
@@ -134,12 +139,7 @@ class RollupCache:
         if not self.pending:
             return aggs
         out = {key: [*agg[:9], dict(agg[9])] for key, agg in self.pending.items()}
-        for key, agg in aggs.items():
-            have = out.get(key)
-            if have is None:
-                out[key] = agg
-            else:
-                merge_agg(have, agg)
+        merge_aggs(out, aggs)
         return out
 
     def _load(self, conn: sqlite3.Connection, grain: int, t0: int) -> None:
@@ -236,13 +236,7 @@ def repair_coarse(conn: sqlite3.Connection) -> int:
                 aggs: dict[tuple, list] = {}
                 for r in conn.execute(_LOAD.replace("t0 = ?", "t0 >= ? AND t0 < ?"),
                                       (fine, t0, t0 + grain)):
-                    key = (grain, t0, *r[:5])
-                    agg = [*r[5:14], decode_hist(r[14])]
-                    have = aggs.get(key)
-                    if have is None:
-                        aggs[key] = agg
-                    else:
-                        merge_agg(have, agg)
+                    merge_aggs(aggs, {(grain, t0, *r[:5]): [*r[5:14], decode_hist(r[14])]})
                 conn.execute("DELETE FROM stats_rollup WHERE grain = ? AND t0 = ?", (grain, t0))
                 conn.executemany(_UPSERT, [(*key, *agg[:9], encode_hist(agg[9]))
                                            for key, agg in aggs.items()])

@@ -76,7 +76,7 @@ from botrace.store.rollup import (
     MINUTE,
     RollupCache,
     fold,
-    merge_agg,
+    merge_aggs,
     repair_coarse,
     spans_aggs,
 )
@@ -530,12 +530,7 @@ class Writer:
             if not minutes:
                 minutes = mins
             else:
-                for key, agg in mins.items():
-                    have = minutes.get(key)
-                    if have is None:
-                        minutes[key] = agg
-                    else:
-                        merge_agg(have, agg)
+                merge_aggs(minutes, mins)
             for rec in others:
                 kind = rec[0]
                 if kind == "T":
