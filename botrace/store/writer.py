@@ -20,10 +20,10 @@ Records (first item is the kind)::
     ("F", trace_id, start_ns, name, attributes, status, end_ns, dropped_spans, truncated)
     ("P", name, display_name, plugin_type, version)                   a plugin's description
 
-Messages in: ``("batch", seq, upto, n, (others, span_rows, parts, minutes))`` (a batch
-of ``n`` records, folded), ``("spill", seq, path, count, upto)`` (a spill
-file of records not folded), ``("exec", seq, sql, params)``, ``("prune", seq, days,
-max_mb)``, ``("close", seq)``.
+Messages in: ``("batch", seq, upto, n, (others, span_rows, parts, minutes), flush)`` (a
+batch of ``n`` records, folded; ``flush``: a host's flush asked for it), ``("spill", seq,
+path, count, upto)`` (a spill file of records not folded), ``("exec", seq, sql,
+params)``, ``("prune", seq, days, max_mb)``, ``("close", seq)``.
 Messages out: ``("ready", stats)``, ``("ack", seq, upto, rows, kind, stats)``,
 ``("status", stats)``, ``("reply", seq, result, error)``, ``("progress", seq, n)``,
 ``("closed", stats)``, ``("died", text)``.
@@ -150,7 +150,6 @@ class _ManyRows:
 _insert_spans = _ManyRows(INSERT_SPAN, len(SPAN_COLS))
 _insert_traces = _ManyRows(_INSERT_TRACE, len(TRACE_COLS))
 _insert_tags = _ManyRows(_INSERT_TAG, 3)
-
 
 
 class StoreError(Exception):
@@ -513,12 +512,13 @@ class Writer:
         on_disk = self.on_disk
         dropped = 0
         for others, rows, parts, mins, *_ in folds:
+            for rec in others:  # (a trace's start comes before its spans)
+                if rec[0] == "T" and rec[1] not in accs:
+                    accs[rec[1]] = new_totals()
             for tid, part in parts.items():
                 acc = accs.get(tid)
-                if acc is None:  # its start came in this batch, or before the store opened
-                    accs[tid] = part
-                else:
-                    merge_totals(acc, part)
+                if acc is not None:  # (else a straggler after its trace's end, or a trace
+                    merge_totals(acc, part)  # started before the store: its row has no totals)
             if not on_disk:
                 inserts += rows
             else:
@@ -534,10 +534,7 @@ class Writer:
             for rec in others:
                 kind = rec[0]
                 if kind == "T":
-                    _, tid, start, name, attrs = rec
-                    if tid not in accs:
-                        accs[tid] = new_totals()
-                    starts[tid] = rec  # its "running" row is made below unless it ends here
+                    starts[rec[1]] = rec  # its "running" row is made below unless it ends here
                 elif kind == "F":
                     _, tid, start, name, attrs, status, end, dropped_spans, trunc = rec
                     acc = accs.pop(tid, None) or _NO_TOTALS
