@@ -21,6 +21,18 @@ def test_ids_have_w3c_sizes_and_children_link_to_parents(tracer):
     assert root.children == [child]
 
 
+def test_trace_ids_start_with_their_second_and_end_random(tracer, monkeypatch):
+    import botrace.span as span_module
+
+    ids = []
+    for second in (1_700_000_000, 1_700_000_000, 1_700_000_001):
+        monkeypatch.setattr(span_module, "time_ns", lambda s=second: s * 10**9 + 5)
+        ids.append(span_module._new_trace_id())
+    assert [i[:8] for i in ids] == ["6553f100", "6553f100", "6553f101"]
+    assert ids[0] < ids[2] and ids[1] < ids[2]  # later seconds sort after
+    assert len({i[8:] for i in ids}) == 3  # the 96 random bits differ
+
+
 def test_span_ids_are_unique_within_a_trace(tracer):
     with tracer.start_trace("message") as root:
         for _ in range(500):

@@ -95,7 +95,9 @@ def synthetic_traces(n: int, *, spans: int = 20, start_ns: int = 1_700_000_000 *
         umo = f"qq:GroupMessage:{session}"
         outline = " ".join(rnd.choice(WORDS) for _ in range(rnd.randint(2, 8)))
         trace = SynthTrace(
-            trace_id=f"{rnd.getrandbits(128):032x}", name="message", start_ns=t0, end_ns=None,
+            # (made like the tracer's: its start second, then random bits)
+            trace_id=f"{(t0 // 10**9) & 0xFFFFFFFF:08x}{rnd.getrandbits(96):024x}",
+            name="message", start_ns=t0, end_ns=None,
             attributes={"umo": umo, "sender": f"user{user}", "user_id": f"u{user}",
                         "session_id": f"s{session}", "outline": outline,
                         "agent_type": "tool_loop", "platform": "qq"})
