@@ -1,13 +1,13 @@
 """Store ingest benchmark: traces of 20 spans into SQLite through the store's sink hooks.
 
 A producer thread plays the tracer's dispatcher thread (it calls the hooks the
-way the dispatcher does: trace started, span started/finished, trace
-finished); the writer task runs on the event loop as in a host. Baseline in the
+way the dispatcher does: trace started, span finished x20, trace finished); the
+store runs its feeder thread and writer process as in a host. Baseline in the
 same run: the same span rows written straight with sqlite3 ``executemany`` in
 one thread (what the store's indexes and transactions cost, without the
 hand-off, the serialisation and the GIL shared with a producer).
 
-    /work/venv/bin/python bench/bench_store.py             # ~1 min
+    /work/venv/bin/python bench/bench_store.py             # ~2.5 min
     /work/venv/bin/python bench/bench_store.py --quick     # smaller
 """
 
@@ -89,11 +89,14 @@ class Producer(threading.Thread):
 async def run_phase(store: TraceStore, traces: list, rate: float) -> dict:
     before_written = store.written
     depth = 0
+    samples = []  # (seconds, queue depth)
     prod = Producer(store, traces, rate)
     t0 = time.perf_counter()
     prod.start()
     while prod.is_alive():
-        depth = max(depth, store.health()["queue_depth"])
+        now = store.health()["queue_depth"]
+        depth = max(depth, now)
+        samples.append((time.perf_counter() - t0, now))
         await asyncio.sleep(0.02)
     fed = time.perf_counter() - t0
     backlog = store.health()["queue_depth"]
@@ -102,7 +105,17 @@ async def run_phase(store: TraceStore, traces: list, rate: float) -> dict:
     return {"traces": len(traces), "fed_s": fed, "total_s": total,
             "offered_per_s": len(traces) / prod.elapsed, "written_per_s": len(traces) / total,
             "queue_peak": depth, "backlog_at_end": backlog, "drain_s": total - fed,
-            "longest_call_ms": prod.longest * 1e3, "rows": store.written - before_written}
+            "longest_call_ms": prod.longest * 1e3, "rows": store.written - before_written,
+            "depth_first": _mean_depth(samples, 0.0, 0.2), "depth_last": _mean_depth(samples, 0.8, 1.0)}
+
+
+def _mean_depth(samples: list, a: float, b: float) -> float:
+    """Mean queue depth over the part [a, b) of the phase (fractions of its length)."""
+    if not samples:
+        return 0.0
+    end = samples[-1][0]
+    part = [d for t, d in samples if a * end <= t < b * end] or [samples[-1][1]]
+    return sum(part) / len(part)
 
 
 def baseline(path: Path, traces: list) -> float:
@@ -129,7 +142,7 @@ async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--rate", type=float, default=5000.0, help="sustained target, traces/s")
-    ap.add_argument("--seconds", type=float, default=6.0, help="sustained phase length")
+    ap.add_argument("--seconds", type=float, default=30.0, help="sustained phase length")
     args = ap.parse_args()
     scale = 0.3 if args.quick else 1.0
     tmp = Path(tempfile.mkdtemp(prefix="bench_store_"))
@@ -169,6 +182,8 @@ async def main() -> None:
           f"(drained in {r['drain_s']:.2f}s), longest hook call {r['longest_call_ms']:.1f} ms, "
           f"dropped {store.dropped}, backpressure waits {store.backpressure_waits} "
           f"-> {'keeps up' if keeps_up else 'does NOT keep up'}")
+    print(f"  mean queue depth in the first fifth {r['depth_first']:,.0f} rows, in the last fifth "
+          f"{r['depth_last']:,.0f} rows (a growing queue is a writer falling behind)")
 
     # 3. a 10x burst for 10 s on top of the base rate (the producer offers what it can)
     base_rate = min(args.rate, 1000.0)
