@@ -542,8 +542,11 @@ def _group(groups: dict[str, dict[str, Any]], key: str) -> dict[str, Any]:
     return g
 
 
-def _add(g: dict[str, Any], status: str, n: int, dur: int, self_ns: int, mx: int, tin: int,
-         tout: int, tc: int, cost: float) -> None:
+def _add(groups: dict[str, dict[str, Any]], key: str, status: str, n: int, dur: int,
+         self_ns: int, mx: int, tin: int, tout: int, tc: int, cost: float,
+         buckets: Any) -> None:
+    """Add a rollup or raw row to its group; ``buckets``: its (bucket, count) pairs."""
+    g = _group(groups, key)
     g["count"] += n
     if status == "error":
         g["errors"] += n
@@ -555,6 +558,9 @@ def _add(g: dict[str, Any], status: str, n: int, dur: int, self_ns: int, mx: int
     g["output_tokens"] += tout or 0
     g["cached_tokens"] += tc or 0
     g["cost_usd"] += cost or 0.0
+    hist = g["_hist"]
+    for bucket, count in buckets:
+        hist[bucket] = hist.get(bucket, 0) + count
 
 
 async def _add_rollup(conn: Any, groups: dict[str, dict[str, Any]], sql: str,
@@ -562,27 +568,19 @@ async def _add_rollup(conn: Any, groups: dict[str, dict[str, Any]], sql: str,
     async with conn.execute(sql, params) as cur:
         rows = await cur.fetchall()
     for r in rows:
-        k, status, n, dur, self_ns, mx, tin, tout, tc, cost, hist_text = tuple(r)
-        g = _group(groups, k)
-        _add(g, status, n, dur, self_ns, mx, tin, tout, tc, cost)
-        hist = g["_hist"]
-        flat = json.loads(hist_text)
-        for i in range(0, len(flat), 2):
-            bucket = flat[i]
-            hist[bucket] = hist.get(bucket, 0) + flat[i + 1]
+        *sums, hist_text = tuple(r)
+        flat = json.loads(hist_text)  # [bucket, count, bucket, count, ...]
+        _add(groups, *sums, zip(flat[::2], flat[1::2]))
 
 
 async def _add_raw(conn: Any, groups: dict[str, dict[str, Any]], sql: str,
                    params: list[Any]) -> None:
+    """Rows of spans themselves: one duration bucket each (``bucket`` after ``status``)."""
     async with conn.execute(sql, params) as cur:
         rows = await cur.fetchall()
     for r in rows:
-        k, status, bucket, n, dur, self_ns, mx, tin, tout, tc, cost = tuple(r)
-        g = _group(groups, k)
-        _add(g, status, n, dur, self_ns, mx, tin, tout, tc, cost)
-        hist = g["_hist"]
-        bucket = bucket or 0
-        hist[bucket] = hist.get(bucket, 0) + n
+        k, status, bucket, n, *sums = tuple(r)
+        _add(groups, k, status, n, *sums, ((bucket or 0, n),))
 
 
 async def _add_edge(conn: Any, groups: dict[str, dict[str, Any]], column: str, extra: str,
