@@ -175,14 +175,8 @@ def _trace_where(f: Mapping[str, Any], driver: str | None = None,
                  ts: str = "t.start_ns") -> tuple[list[str], list[Any]]:
     """Conditions for the trace filters; ``driver`` is a tag kind answered by the
     driving ``trace_tags g`` rows instead of an EXISTS; ``ts`` the start column used."""
-    where: list[str] = []
-    params: list[Any] = []
-    if "since_ns" in f:
-        where.append(f"{ts} >= ?")  # ts is one of two constant column names
-        params.append(f["since_ns"])
-    if "until_ns" in f:
-        where.append(f"{ts} < ?")
-        params.append(f["until_ns"])
+    # (ts is one of two constant column names)
+    where, params = _time_range(f.get("since_ns"), f.get("until_ns"), ts)
     for key in ("user_id", "session_id", "umo", "status"):
         if key in f:
             where.append(f"t.{key} = ?")  # key from the constant tuple above
@@ -349,15 +343,17 @@ async def get_trace(conn: Any, trace_id: Any, *, flat: bool = False,
     return out
 
 
-def _time_range(since_ns: int | None, until_ns: int | None) -> tuple[list[str], list[Any]]:
-    """WHERE clauses and bound values for ``since_ns <= start_ns < until_ns`` (either open)."""
+def _time_range(since_ns: int | None, until_ns: int | None,
+                col: str = "start_ns") -> tuple[list[str], list[Any]]:
+    """WHERE clauses and bound values for ``since_ns <= col < until_ns`` (either open;
+    ``col`` is always a constant column name)."""
     where: list[str] = []
     params: list[Any] = []
     if since_ns is not None:
-        where.append("start_ns >= ?")
+        where.append(f"{col} >= ?")
         params.append(since_ns)
     if until_ns is not None:
-        where.append("start_ns < ?")
+        where.append(f"{col} < ?")
         params.append(until_ns)
     return where, params
 
@@ -484,12 +480,9 @@ async def stats(conn: Any, group_by: Any = "stage", since_ns: Any = None, until_
         for clause, value in zip(where, params):
             cond += f" AND s.{clause}"
             cond_params.append(value)
-        if since is not None:
-            cond += " AND s.start_ns >= ?"
-            cond_params.append(since)
-        if until is not None:
-            cond += " AND s.start_ns < ?"
-            cond_params.append(until)
+        span_range, range_params = _time_range(since, until, "s.start_ns")
+        cond += "".join(f" AND {c}" for c in span_range)
+        cond_params += range_params
         source = ("traces t CROSS JOIN spans s "
                   "ON s.trace_start_ns = t.start_ns AND s.trace_id = t.trace_id")
         await _add_raw(conn, groups, _RAW_SELECT.format(col=column, source=source, cond=cond),
@@ -498,15 +491,10 @@ async def stats(conn: Any, group_by: Any = "stage", since_ns: Any = None, until_
         extra = "".join(f" AND {c}" for c in where)
         for grain, a, b in _cover(since, until, _GRAINS):
             if grain is not None:
-                sql = _ROLLUP_SELECT.format(col=column) + extra
-                p: list[Any] = [grain, *params]
-                if a is not None:
-                    sql += " AND t0 >= ?"
-                    p.append(a)
-                if b is not None:
-                    sql += " AND t0 < ?"
-                    p.append(b)
-                await _add_rollup(conn, groups, sql, p)
+                bucket_range, range_params = _time_range(a, b, "t0")
+                sql = (_ROLLUP_SELECT.format(col=column) + extra
+                       + "".join(f" AND {c}" for c in bucket_range))
+                await _add_rollup(conn, groups, sql, [grain, *params, *range_params])
             else:
                 await _add_edge(conn, groups, column, extra, params, a, b)
     out = []
@@ -625,16 +613,8 @@ def _group_where(filters: Mapping[str, Any] | None, allowed: frozenset[str]
                  ) -> tuple[list[str], list[Any]]:
     filters = filters or {}
     _check_keys(filters, allowed)
-    where: list[str] = []
-    params: list[Any] = []
-    since = _int_param("since_ns", filters.get("since_ns"))
-    until = _int_param("until_ns", filters.get("until_ns"))
-    if since is not None:
-        where.append("t.start_ns >= ?")
-        params.append(since)
-    if until is not None:
-        where.append("t.start_ns < ?")
-        params.append(until)
+    where, params = _time_range(_int_param("since_ns", filters.get("since_ns")),
+                                _int_param("until_ns", filters.get("until_ns")), "t.start_ns")
     for key in ("user_id", "umo"):
         value = _text_param(key, filters.get(key)) if key in allowed else None
         if value is not None:
