@@ -59,7 +59,6 @@ from botrace.query import QueryError
 from botrace.store.folding import SpanFolder
 from botrace.store.jsontext import encode
 from botrace.store.writer import (
-    INSERT_SPAN,
     StoreError,
     Writer,
     inspect_read_only,
@@ -74,7 +73,6 @@ log = logging.getLogger("botrace.store")
 WRITER_MODES = ("process", "thread")
 _MAX_BATCH = 20_000  # records per message to the writer
 _BIG = 1_000  # a batch this big goes at once (records die young: no GC promotion)
-_INSERT_SPAN = INSERT_SPAN  # (the benchmark's baseline writes span rows with it)
 _MAX_OPEN = 100_000  # traces started and not finished that the feeder looks into
 _CHILD = "import sys; from botrace.store.writer import main; sys.exit(main(sys.argv))"
 

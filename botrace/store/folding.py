@@ -26,7 +26,7 @@ from typing import Any
 
 from botrace.pricing import PriceTable
 from botrace.schema import DUR_BUCKET_BASE
-from botrace.store.rollup import MINUTE
+from botrace.store.rollup import MINUTE, new_agg
 
 __all__ = ["SpanFolder", "merge_totals", "new_totals"]
 
@@ -114,7 +114,7 @@ class SpanFolder:
                 continue
             part = parts.get(tid)
             if part is None:
-                part = parts[tid] = [0, 0, 0, 0, 0, 0, 0, 0.0, {}, {}, {}, {}]
+                part = parts[tid] = new_totals()
             tin = tout = tc = 0
             cost = 0.0
             if stype == "llm_call":
@@ -166,7 +166,7 @@ class SpanFolder:
                        plugin or "", status)
                 agg = minutes.get(key)
                 if agg is None:
-                    agg = minutes[key] = [0, 0, 0, 0, 0, 0, 0, 0.0, tstart, {}]
+                    agg = minutes[key] = new_agg(tstart)
                 agg[0] += 1
                 agg[1] += dur
                 agg[2] += self_ns
