@@ -133,6 +133,18 @@ class RollupCache:
         """Keep hour / day aggregates of a committed batch for the next :meth:`with_pending`."""
         merge_aggs(self.pending, aggs)
 
+    def write_coarse(self, conn: sqlite3.Connection, aggs: dict[tuple, list]) -> None:
+        """Write hour / day ``aggs`` with everything pending and empty ``rollup_dirty``
+        (the caller empties ``pending`` once the transaction commits)."""
+        self.apply(conn, self.with_pending(aggs))
+        conn.execute("DELETE FROM rollup_dirty")
+
+    def hold_coarse(self, conn: sqlite3.Connection, aggs: dict[tuple, list]) -> None:
+        """List the hours of hour / day ``aggs`` not written now in ``rollup_dirty`` (the
+        caller passes them to :meth:`stage` once the transaction commits)."""
+        conn.executemany("INSERT OR IGNORE INTO rollup_dirty (t0) VALUES (?)",
+                         {(key[1],) for key in aggs if key[0] == HOUR})
+
     def with_pending(self, aggs: dict[tuple, list]) -> dict[tuple, list]:
         """``aggs`` plus everything pending, as new aggregates (``pending`` is left as it
         is until the transaction writing them commits)."""

@@ -72,7 +72,6 @@ from botrace.store.folding import (
 from botrace.store.jsontext import encode
 from botrace.store.rollup import (
     COARSE,
-    HOUR,
     MINUTE,
     RollupCache,
     fold,
@@ -645,11 +644,9 @@ class Writer:
                 if minutes:
                     cache.apply(conn, fold(minutes, (MINUTE,)))
                 if write_coarse:
-                    cache.apply(conn, cache.with_pending(coarse or {}))
-                    conn.execute("DELETE FROM rollup_dirty")
+                    cache.write_coarse(conn, coarse or {})
                 elif coarse:
-                    conn.executemany("INSERT OR IGNORE INTO rollup_dirty (t0) VALUES (?)",
-                                     {(key[1],) for key in coarse if key[0] == HOUR})
+                    cache.hold_coarse(conn, coarse)
                 conn.execute("COMMIT")
             except BaseException:
                 cache.clear()  # rows were merged in place: read them again
@@ -925,8 +922,7 @@ class Writer:
         pending = bool(self.cache.pending)
         try:
             if pending:  # written first: what is subtracted next may be in it
-                self.cache.apply(conn, self.cache.with_pending({}))
-                conn.execute("DELETE FROM rollup_dirty")
+                self.cache.write_coarse(conn, {})
             self.cache.apply(conn, spans_aggs(conn, upto), sign=-1)
             conn.execute("DELETE FROM spans WHERE trace_start_ns <= ?", (upto,))
             conn.execute("DELETE FROM trace_tags WHERE tag IN (SELECT tag FROM tag_values) "
