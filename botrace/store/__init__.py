@@ -895,6 +895,8 @@ class TraceStore:
             "recovered_traces": self.recovered_traces,
             "reopened": self.reopened,
             "schema_version": w.get("schema_version") or self._schema_version,
+            # the writer's current commit interval: longer while it is busy
+            "commit_interval_ms": round(w.get("commit_interval", 0.1) * 1000),
         }
 
     # ------------------------------------------------------------------ queries

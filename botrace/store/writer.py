@@ -362,10 +362,18 @@ class Writer:
         self.max_backoff = float(cfg.get("max_backoff", 5.0))
         self.spill_chunk = int(cfg.get("spill_chunk", 50_000))
         self.coalesce = int(cfg.get("coalesce", 60_000))  # records in one transaction at most
-        # a steady stream is written at most ~10 times a second (bigger transactions:
-        # each commit writes every page it touched to the WAL once)
+        # A steady stream is written at most every `interval` seconds: a commit writes every
+        # page its transaction touched to the WAL, and the trace indexes keyed by user,
+        # session and umo touch a page per key. The interval is `min_interval` while the
+        # writer has time to spare and doubles, up to `max_interval`, while it is busy more
+        # than half the time (halving again below a quarter): under heavy load one commit
+        # serves thousands of traces, under light load a trace is queryable within 0.1 s.
         self.min_interval = float(cfg.get("min_interval", 0.1))
+        self.max_interval = max(self.min_interval, float(cfg.get("max_interval", 1.0)))
+        self.interval = self.min_interval
         self.last_commit = 0.0
+        self._busy = 0.0  # seconds spent processing and writing batches since _duty_since
+        self._duty_since = time.monotonic()
         self.spill_path = Path(cfg.get("spill_path") or str(self.path) + ".spill")
         self.emit = emit
         self.recv: Any = None
@@ -406,7 +414,7 @@ class Writer:
                 "pruned_traces": self.pruned_traces, "reopened": self.reopened,
                 "dropped": self.dropped, "spill_queue": self.spill_queue,
                 "schema_version": self.schema_version, "last_error": self.last_error,
-                "last_error_ns": self.last_error_ns}
+                "last_error_ns": self.last_error_ns, "commit_interval": self.interval}
 
     def note_error(self, what: str, exc: BaseException | None) -> None:
         self.last_error = what if exc is None else f"{what}: {type(exc).__name__}: {exc}"
@@ -683,6 +691,21 @@ class Writer:
         self.written += rows
         return True
 
+    def _pace(self, busy: float, now: float) -> None:
+        """Adapt the commit interval to how busy the writer has been over the last second
+        (``busy`` seconds of work just done, ``now`` the monotonic clock)."""
+        self._busy += busy
+        elapsed = now - self._duty_since
+        if elapsed < 1.0:
+            return
+        duty = self._busy / elapsed
+        if duty > 0.5:
+            self.interval = min(self.max_interval, self.interval * 2)
+        elif duty < 0.25:
+            self.interval = max(self.min_interval, self.interval / 2)
+        self._busy = 0.0
+        self._duty_since = now
+
     def write_retrying(self, payload: tuple, flush_rollup: bool = False) -> bool:
         """Write, waiting out a fault (locked, disk full) with a growing pause; while
         closing, give up (rows counted as dropped) once the pause is at its longest."""
@@ -783,16 +806,16 @@ class Writer:
                 # the rollup rows and the commit are paid once for all of them
                 msgs = [msg]
                 total = msg[3]
-                # and under a steady stream, wait for more up to min_interval after the
-                # last commit: a commit rewrites every page the transaction touched
-                until = self.last_commit + self.min_interval
+                # and under a steady stream, wait for more up to `interval` after the
+                # last commit, as long as the stream does not pause for min_interval
+                until = self.last_commit + self.interval
                 while total < self.coalesce:
                     nxt = self.inbox.popleft() if self.inbox else self._recv(0)
                     if nxt is None:
                         wait = until - time.monotonic()
                         if wait <= 0 or self.closing or any(m[5] for m in msgs):
                             break
-                        nxt = self._recv(wait)
+                        nxt = self._recv(min(wait, self.min_interval))
                         if nxt is None:
                             break
                     if nxt[0] != "batch":
@@ -801,8 +824,11 @@ class Writer:
                     msgs.append(nxt)
                     total += nxt[3]
                 # (a host's flush asks for everything to be queryable: the rollup too)
+                began = time.monotonic()
                 self.write_retrying(self.process([m[4] for m in msgs]),
                                     flush_rollup=any(m[5] for m in msgs))
+                now = time.monotonic()
+                self._pace(now - began, now)
                 for _, seq, upto, n, _folded, _flush in msgs:
                     self.emit(("ack", seq, upto, n, "batch", self.stats()))
             elif kind == "spill":

@@ -1,0 +1,98 @@
+"""The store's writer: its commit pacing (a busy writer gathers a steady stream into fewer,
+bigger transactions, and gives that up again when the load goes; a pause in the stream
+always ends a transaction's gathering)."""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import threading
+from pathlib import Path
+
+from test_rollup import _folded_batches
+
+from botrace.store.synthetic import synthetic_traces
+from botrace.store.writer import Writer, prepare_database
+
+
+def test_commit_interval_doubles_while_busy_and_halves_when_idle(tmp_path: Path) -> None:
+    w = Writer({"path": str(tmp_path / "p.db"), "min_interval": 0.1, "max_interval": 1.0},
+               lambda m: None)
+    w._duty_since = now = 0.0
+    seen = []
+    for _ in range(6):  # busy 0.8 s of every second
+        now += 1.0
+        w._pace(0.8, now)
+        seen.append(w.interval)
+    assert seen == [0.2, 0.4, 0.8, 1.0, 1.0, 1.0]
+    now += 1.0
+    w._pace(0.4, now)  # between a quarter and a half: stays
+    assert w.interval == 1.0
+    seen = []
+    for _ in range(6):  # idle most of the time
+        now += 1.0
+        w._pace(0.1, now)
+        seen.append(w.interval)
+    assert seen == [0.5, 0.25, 0.125, 0.1, 0.1, 0.1]
+    # less than a second since the last look: only added up
+    w._pace(0.9, now + 0.5)
+    assert w.interval == 0.1
+    w._pace(0.0, now + 1.0)
+    assert w.interval == 0.2
+
+
+def test_busy_writer_gathers_a_steady_stream_and_a_pause_ends_the_gathering(
+        tmp_path: Path) -> None:
+    db = tmp_path / "g.db"
+    prepare_database(db)
+    batches = _folded_batches(list(synthetic_traces(120, spans=20, seed=5)), 2)  # 60 batches
+    inbox: queue.Queue = queue.Queue()
+    emitted: queue.Queue = queue.Queue()
+
+    def recv(timeout):
+        try:
+            msg = inbox.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if msg is None:
+            raise EOFError
+        return msg
+
+    # as if it had been busy for a while: gather for up to a minute, unless the stream
+    # pauses for 0.3 s
+    w = Writer({"path": str(db), "min_interval": 0.3, "max_interval": 60.0}, emitted.put)
+    w.interval = 60.0
+    transactions = []
+    write = w.write
+
+    def counting_write(payload, flush_rollup=False):
+        transactions.append(payload[-1])
+        return write(payload, flush_rollup)
+
+    w.write = counting_write
+    w._pace = lambda busy, now: None  # keep the interval where the test put it
+    thread = threading.Thread(target=w.run, args=(recv,), daemon=True)
+    thread.start()
+    try:
+        for seq, folded in enumerate(batches):
+            inbox.put(("batch", seq, seq + 1, len(folded[0]) + len(folded[1]), folded, False))
+            threading.Event().wait(0.02)  # a steady stream for 1.2 s: a batch every 20 ms
+        acked = []
+        while len(acked) < len(batches):  # all confirmed, without the minute's wait
+            msg = emitted.get(timeout=30)
+            if msg[0] == "ack":
+                acked.append(msg[1])
+        assert acked == list(range(len(batches)))
+    finally:
+        inbox.put(None)
+        thread.join(10)
+    # the first batch had no commit to wait for; the other 59 went in together (a
+    # scheduling hiccup of 0.3 s may split them once; gathering for min_interval only
+    # would have made five or more transactions)
+    with_rows = [rows for rows in transactions if rows]
+    assert 2 <= len(with_rows) <= 3, with_rows
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM traces").fetchone()[0] == 120
+    assert conn.execute("SELECT count(*) FROM spans").fetchone()[0] == 120 * 20
+    conn.close()
+
