@@ -1,17 +1,22 @@
 """The store's writer: its commit pacing (a busy writer gathers a steady stream into fewer,
 bigger transactions, and gives that up again when the load goes; a pause in the stream
-always ends a transaction's gathering)."""
+always ends a transaction's gathering) and the SQLite configuration of its process."""
 
 from __future__ import annotations
 
+import ctypes.util
 import queue
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
+import pytest
 from test_rollup import _folded_batches
 
-from botrace.store.synthetic import synthetic_traces
+from botrace.store import TraceStore
+from botrace.store.synthetic import feed, synthetic_traces
 from botrace.store.writer import Writer, prepare_database
 
 
@@ -96,3 +101,44 @@ def test_busy_writer_gathers_a_steady_stream_and_a_pause_ends_the_gathering(
     assert conn.execute("SELECT count(*) FROM spans").fetchone()[0] == 120 * 20
     conn.close()
 
+
+_MEMORY_USED = """
+import sys
+from botrace._writer_process import tune_sqlite
+tuned = tune_sqlite() if sys.argv[1] == "tune" else False
+import ctypes, ctypes.util, sqlite3
+conn = sqlite3.connect(":memory:")
+conn.execute("CREATE TABLE t (x)")
+conn.executemany("INSERT INTO t VALUES (?)", [(str(i) * 20,) for i in range(2000)])
+lib = ctypes.CDLL(ctypes.util.find_library("sqlite3"))
+lib.sqlite3_memory_used.restype = ctypes.c_int64
+print(tuned, lib.sqlite3_memory_used())
+"""
+
+
+def _memory_used(mode: str) -> tuple[str, int]:
+    out = subprocess.run([sys.executable, "-c", _MEMORY_USED, mode], capture_output=True,
+                         text=True, check=True).stdout.split()
+    return out[0], int(out[1])
+
+
+def test_writer_process_runs_sqlite_without_memory_statistics() -> None:
+    if ctypes.util.find_library("sqlite3") is None:
+        pytest.skip("no shared SQLite library here")
+    tuned, used = _memory_used("plain")
+    if used == 0:  # the sqlite3 module does not use that library (linked in statically)
+        pytest.skip("the sqlite3 module has its own SQLite")
+    tuned, used = _memory_used("tune")
+    assert (tuned, used) == ("True", 0)  # nothing counted: no global mutex per allocation
+
+
+async def test_the_store_starts_its_writer_process_with_sqlite_tuned(tmp_path: Path) -> None:
+    if ctypes.util.find_library("sqlite3") is None:
+        pytest.skip("no shared SQLite library here")
+    async with TraceStore(tmp_path / "t.db", writer="process") as store:
+        assert store._wstats["sqlite_tuned"] is True
+        for trace in synthetic_traces(20, spans=5, seed=3):
+            feed(store, trace)
+        await store.flush()
+    assert sqlite3.connect(tmp_path / "t.db").execute(
+        "SELECT count(*) FROM spans").fetchone()[0] == 100

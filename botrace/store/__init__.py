@@ -74,7 +74,8 @@ WRITER_MODES = ("process", "thread")
 _MAX_BATCH = 20_000  # records per message to the writer
 _BIG = 1_000  # a batch this big goes at once (records die young: no GC promotion)
 _MAX_OPEN = 100_000  # traces started and not finished that the feeder looks into
-_CHILD = "import sys; from botrace.store.writer import main; sys.exit(main(sys.argv))"
+# (the entry configures SQLite before importing the writer: botrace/_writer_process.py)
+_CHILD = "import sys; from botrace._writer_process import main; sys.exit(main(sys.argv))"
 
 
 class TraceStore:

@@ -372,6 +372,7 @@ class Writer:
         self.max_interval = max(self.min_interval, float(cfg.get("max_interval", 1.0)))
         self.interval = self.min_interval
         self.last_commit = 0.0
+        self.sqlite_tuned = False  # (see botrace._writer_process)
         self._busy = 0.0  # seconds spent processing and writing batches since _duty_since
         self._duty_since = time.monotonic()
         self.spill_path = Path(cfg.get("spill_path") or str(self.path) + ".spill")
@@ -414,7 +415,8 @@ class Writer:
                 "pruned_traces": self.pruned_traces, "reopened": self.reopened,
                 "dropped": self.dropped, "spill_queue": self.spill_queue,
                 "schema_version": self.schema_version, "last_error": self.last_error,
-                "last_error_ns": self.last_error_ns, "commit_interval": self.interval}
+                "last_error_ns": self.last_error_ns, "commit_interval": self.interval,
+                "sqlite_tuned": self.sqlite_tuned}
 
     def note_error(self, what: str, exc: BaseException | None) -> None:
         self.last_error = what if exc is None else f"{what}: {type(exc).__name__}: {exc}"
@@ -985,8 +987,9 @@ class Writer:
 
 # ---------------------------------------------------------------------------- process entry
 
-def main(argv: list[str]) -> int:
-    """The writer process: serve one store over the socket whose descriptor is ``argv[1]``."""
+def main(argv: list[str], sqlite_tuned: bool = False) -> int:
+    """The writer process: serve one store over the socket whose descriptor is ``argv[1]``
+    (``sqlite_tuned``: botrace._writer_process configured SQLite before it was imported)."""
     import signal
     from multiprocessing.connection import Connection
 
@@ -1024,6 +1027,7 @@ def main(argv: list[str]) -> int:
         return pickle.loads(data)
 
     writer = Writer(cfg, emit)
+    writer.sqlite_tuned = sqlite_tuned
     try:
         writer.run(recv)
     except BaseException as exc:
