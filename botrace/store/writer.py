@@ -392,6 +392,7 @@ class Writer:
         self.rollup_due = 0.0
         self.inbox: deque = deque()
         self.stop_checkpoints = threading.Event()
+        self.committed = threading.Event()  # wakes the checkpoint thread
         self.closing = False
         self.host_gone = False
         self.abandon = False
@@ -458,10 +459,19 @@ class Writer:
 
     def _checkpoints(self) -> None:
         """Copy the WAL into the database in the background (PASSIVE: never blocks the
-        writer or a reader), so a commit does not pay for it."""
+        writer or a reader), so a commit does not pay for it.
+
+        It runs as soon as a transaction commits (and every 0.25 s): SQLite starts the WAL
+        again from its beginning only when a transaction begins after a checkpoint that
+        copied all of it. Checkpoints that lag the commits let the WAL grow until a commit
+        runs the autocheckpoint itself, on the writer's thread."""
         conn = None
         gen = -1
-        while not self.stop_checkpoints.wait(0.25):
+        while True:
+            self.committed.wait(0.25)
+            self.committed.clear()
+            if self.stop_checkpoints.is_set():
+                break
             try:
                 if conn is None or gen != self.reopened:
                     if conn is not None:
@@ -677,6 +687,7 @@ class Writer:
             return False
         self.lost_file = False
         self.last_commit = time.monotonic()
+        self.committed.set()
         if write_coarse:
             cache.pending = {}
             self.rollup_due = time.monotonic() + self.rollup_interval
@@ -763,6 +774,7 @@ class Writer:
             self._serve()
         finally:
             self.stop_checkpoints.set()
+            self.committed.set()
             checkpointer.join(5.0)
 
     def _serve(self) -> None:
