@@ -242,5 +242,9 @@ def main(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(run_demo(args))
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
-        print("botrace demo: interrupted", file=sys.stderr)
-        return 130
+        print("botrace demo: interrupted", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        # Abort means now: what shutdown left open (a trace store's reader threads, which
+        # are not daemons) would otherwise keep the interpreter waiting at exit forever.
+        # The store's writer process sees the socket close and stops by itself.
+        os._exit(130)

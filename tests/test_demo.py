@@ -10,6 +10,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -113,3 +114,28 @@ def test_demo_on_a_network_address_with_a_token_asks_for_it(tmp_path):
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-3000:]
+
+
+_SECOND_CTRL_C = """
+import asyncio, sys
+import aiosqlite
+import host_adapter.demo as demo
+
+readers = []
+
+async def shutting_down(args):
+    readers.append(await aiosqlite.connect(":memory:"))  # its thread is not a daemon
+    raise KeyboardInterrupt  # the second Ctrl-C, in the middle of shutting down
+
+demo.run_demo = shutting_down
+sys.exit(demo.main(None))
+"""
+
+
+def test_a_second_ctrl_c_during_shutdown_exits_at_once():
+    # without the abort, the interpreter would wait at exit for the open reader thread
+    done = subprocess.run([sys.executable, "-c", _SECOND_CTRL_C], capture_output=True,
+                          text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 130
+    assert "botrace demo: interrupted" in done.stderr
