@@ -122,9 +122,13 @@ def _memory_used(mode: str) -> tuple[str, int]:
     return out[0], int(out[1])
 
 
+# (where no shared SQLite library exists, the writer process runs SQLite as it comes)
+needs_shared_sqlite = pytest.mark.skipif(ctypes.util.find_library("sqlite3") is None,
+                                         reason="no shared SQLite library here")
+
+
+@needs_shared_sqlite
 def test_writer_process_runs_sqlite_without_memory_statistics() -> None:
-    if ctypes.util.find_library("sqlite3") is None:
-        pytest.skip("no shared SQLite library here")
     tuned, used = _memory_used("plain")
     if used == 0:  # the sqlite3 module does not use that library (linked in statically)
         pytest.skip("the sqlite3 module has its own SQLite")
@@ -132,9 +136,8 @@ def test_writer_process_runs_sqlite_without_memory_statistics() -> None:
     assert (tuned, used) == ("True", 0)  # nothing counted: no global mutex per allocation
 
 
+@needs_shared_sqlite
 async def test_the_store_starts_its_writer_process_with_sqlite_tuned(tmp_path: Path) -> None:
-    if ctypes.util.find_library("sqlite3") is None:
-        pytest.skip("no shared SQLite library here")
     async with TraceStore(tmp_path / "t.db", writer="process") as store:
         assert store._wstats["sqlite_tuned"] is True
         for trace in synthetic_traces(20, spans=5, seed=3):
