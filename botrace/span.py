@@ -399,7 +399,9 @@ class Span:
             trace._finished(end_ns)
 
     def record_exception(self, exc: BaseException) -> None:
-        """Set status and error from an exception escaping the span."""
+        """Set status and error from an exception escaping the span (ignored once ended)."""
+        if self.end_ns is not None:
+            return
         if isinstance(exc, asyncio.CancelledError):
             self.status = Status.CANCELLED
         elif isinstance(exc, GeneratorExit):

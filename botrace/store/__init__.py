@@ -3,8 +3,9 @@
 Write path (never on the host's path)::
 
     dispatcher thread: botrace_span_finished / botrace_trace_* hooks
-        └─ capture a tuple of the span's fields (a *record*, no JSON, no totals) and
-           append it to a list under a lock                           ~1 µs a span
+        └─ append the finished span itself (it no longer changes once ended) to a
+           list under a lock; a trace's start and end and a plugin's description
+           as small tuples (*records*, botrace.store.writer); no JSON, no totals
     feeder thread "botrace-store-feeder" (every flush_interval, sooner under load)
         └─ takes the list, adds a "running" record for each span of an open trace
            that is still running, folds the batch (botrace.store.folding: span rows
@@ -56,7 +57,7 @@ from botrace import query as _query
 from botrace.hookspecs import hookimpl
 from botrace.pricing import PriceTable
 from botrace.query import QueryError
-from botrace.store.folding import SpanFolder
+from botrace.store.folding import SpanFolder, span_record
 from botrace.store.jsontext import encode
 from botrace.store.writer import (
     StoreError,
@@ -402,22 +403,14 @@ class TraceStore:
         if not self._accepting:
             return
         plugin = span.plugin
-        pname = None
-        if plugin is not None:
-            pname = plugin.name
-            if self._plugins_seen.get(pname) is not plugin:
-                self._see_plugin(plugin)
-        trace = span.trace
-        sid = span.span_id
-        rec = ("S", trace.trace_id, trace.start_ns, sid, span.parent_id, span.name,
-               span.span_type, pname, span.start_ns, span.end_ns, span.status, span.error,
-               span.input, span.output, span.meta, span.events, span.truncated)
+        if plugin is not None and self._plugins_seen.get(plugin.name) is not plugin:
+            self._see_plugin(plugin)
         with self._lock:
             if self._spilling or self._pending >= self.queue_max:
-                self._overflow_locked(rec, self.queue_max)
+                self._overflow_locked(span_record(span), self.queue_max)
                 return
             buf = self._buf
-            buf.append(rec)
+            buf.append(span)  # the span itself: it no longer changes (see module doc)
             self._pending += 1
             self.accepted += 1
             if len(buf) == 1 or len(buf) == _BIG:

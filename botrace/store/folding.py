@@ -28,7 +28,7 @@ from botrace.pricing import PriceTable
 from botrace.schema import DUR_BUCKET_BASE
 from botrace.store.rollup import MINUTE, new_agg
 
-__all__ = ["SpanFolder", "merge_totals", "new_totals"]
+__all__ = ["SpanFolder", "merge_totals", "new_totals", "span_record"]
 
 _LOG_BASE = math.log(DUR_BUCKET_BASE)
 _MAX_PARENTS = 500_000  # unfinished parents remembered (spans that never end: oldest go)
@@ -57,6 +57,20 @@ def merge_totals(into: list, part: list) -> None:
     into[PLUGINS].update(part[PLUGINS])
     into[MODELS].update(part[MODELS])
     into[TOOLS].update(part[TOOLS])
+
+
+def span_record(span: Any) -> tuple:
+    """A finished span as an ``"S"`` record (``botrace.store.writer``), for a spill file.
+
+    The live queue holds the span object itself, which no longer changes once it has
+    ended: the hook then allocates nothing, so the host's garbage collector is not
+    driven by a tuple per span. :meth:`SpanFolder.fold` reads both forms alike."""
+    trace = span.trace
+    plugin = span.plugin
+    return ("S", trace.trace_id, trace.start_ns, span.span_id, span.parent_id, span.name,
+            span.span_type, None if plugin is None else plugin.name, span.start_ns,
+            span.end_ns, span.status, span.error, span.input, span.output, span.meta,
+            span.events, span.truncated)
 
 
 def _tok(value: Any) -> int:
@@ -88,11 +102,32 @@ class SpanFolder:
         lost = 0
         error = None
         for rec in records:
-            if rec[0] != "S":
-                others.append(rec)
-                continue
-            (_, tid, tstart, sid, pid, name, stype, plugin, start, end, status, err, inp, out,
-             meta, events, trunc) = rec
+            if type(rec) is tuple:
+                if rec[0] != "S":
+                    others.append(rec)
+                    continue
+                (_, tid, tstart, sid, pid, name, stype, plugin, start, end, status, err, inp,
+                 out, meta, events, trunc) = rec
+            else:  # a finished span, as the hooks queued it (read as span_record reads it)
+                trace = rec.trace
+                tid = trace.trace_id
+                tstart = trace.start_ns
+                sid = rec.span_id
+                pid = rec.parent_id
+                name = rec.name
+                stype = rec.span_type
+                plugin = rec.plugin
+                if plugin is not None:
+                    plugin = plugin.name
+                start = rec.start_ns
+                end = rec.end_ns
+                status = rec.status
+                err = rec.error
+                inp = rec.input
+                out = rec.output
+                meta = rec.meta
+                events = rec.events
+                trunc = rec.truncated
             data = {}
             if inp:
                 data["input"] = inp

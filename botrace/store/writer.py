@@ -1,7 +1,8 @@
 """The store's writer: folded batches in, SQLite rows out (one transaction per batch).
 
-The sink hooks (``botrace.store.TraceStore``) only capture cheap tuples, the *records*
-below. The feeder thread folds each batch (``botrace.store.folding``: span rows with
+The sink hooks (``botrace.store.TraceStore``) only queue finished spans and cheap tuples;
+what reaches this module are the *records* below (a queued span is read as its ``"S"``
+record, ``botrace.store.folding.span_record``). The feeder thread folds each batch (``botrace.store.folding``: span rows with
 their values as JSON, self time, cost, per-trace totals, minute statistics) and hands
 it over. Here the rest happens: trace rows and tags, the statistics rollup, the
 SQLite writes, retention, spill files. By default this runs in a process of its own
