@@ -1,6 +1,7 @@
 """The store's writer: its commit pacing (a busy writer gathers a steady stream into fewer,
 bigger transactions, and gives that up again when the load goes; a pause in the stream
-always ends a transaction's gathering) and the SQLite configuration of its process."""
+always ends a transaction's gathering) and the SQLite and collector configuration of its
+process."""
 
 from __future__ import annotations
 
@@ -145,3 +146,29 @@ async def test_the_store_starts_its_writer_process_with_sqlite_tuned(tmp_path: P
         await store.flush()
     assert sqlite3.connect(tmp_path / "t.db").execute(
         "SELECT count(*) FROM spans").fetchone()[0] == 100
+
+
+async def test_the_writer_process_collector_does_not_walk_every_batch(tmp_path: Path) -> None:
+    """40,000 span rows unpickled and written: at the default threshold (700 net
+    allocations) that set off dozens of collector passes in the writer process."""
+    async with TraceStore(tmp_path / "g.db", writer="process", flush_interval=0.05) as store:
+        for trace in synthetic_traces(2_000, spans=20, seed=4):
+            feed(store, trace)
+        assert await store.flush(timeout=60)
+        assert store._wstats["written"] >= 40_000
+        passes = store._wstats["gc_collections"]
+    assert passes is not None and passes < 5, passes
+    assert sqlite3.connect(tmp_path / "g.db").execute(
+        "SELECT count(*) FROM spans").fetchone()[0] == 40_000
+
+
+async def test_a_writer_thread_leaves_the_host_collector_alone(tmp_path: Path) -> None:
+    import gc
+
+    before = gc.get_threshold()
+    async with TraceStore(tmp_path / "h.db", writer="thread") as store:
+        for trace in synthetic_traces(20, spans=5, seed=3):
+            feed(store, trace)
+        assert await store.flush()
+        assert store._wstats["gc_collections"] is None  # not the writer's to report
+    assert gc.get_threshold() == before
