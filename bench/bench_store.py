@@ -5,7 +5,9 @@ way the dispatcher does: trace started, span finished x20, trace finished); the
 store runs its feeder thread and writer process as in a host. Baseline in the
 same run: the same span rows written straight with sqlite3 ``executemany`` in
 one thread (what the store's indexes and transactions cost, without the
-hand-off, the serialisation and the GIL shared with a producer).
+hand-off, the serialisation and the GIL shared with a producer). First, the
+hooks' own cost on the dispatcher thread against the least a sink can do there
+(append each span to a list under a lock).
 
     /work/venv/bin/python bench/bench_store.py             # ~2.5 min
     /work/venv/bin/python bench/bench_store.py --quick     # smaller
@@ -118,6 +120,39 @@ def _mean_depth(samples: list, a: float, b: float) -> float:
     return sum(part) / len(part)
 
 
+def hook_cost(traces: list) -> tuple[float, float, int, int]:
+    """The sink hooks' own cost on the dispatcher thread: µs a span for the store's hooks
+    (into a store not opened: they only queue), for the least a sink can do (append each
+    span to a list under a lock), and the collector passes while the store queued them."""
+    lock = threading.Lock()
+    plain: list = []
+
+    def least(item) -> None:
+        for span in item[1]:
+            with lock:
+                plain.append(span)
+
+    best_store = best_least = float("inf")
+    passes = 0
+    spans = sum(len(by_end) for _, by_end in traces)
+    for _ in range(5):  # best of five, alternated
+        capture = TraceStore(Path("unused.db"))
+        capture._accepting = True
+        g0 = sum(g["collections"] for g in gc.get_stats())
+        t0 = time.perf_counter()
+        for item in traces:
+            hooks(capture, item)
+        best_store = min(best_store, (time.perf_counter() - t0) / spans)
+        passes = sum(g["collections"] for g in gc.get_stats()) - g0
+        del capture
+        plain.clear()
+        t0 = time.perf_counter()
+        for item in traces:
+            least(item)
+        best_least = min(best_least, (time.perf_counter() - t0) / spans)
+    return best_store * 1e6, best_least * 1e6, passes, spans
+
+
 def baseline(path: Path, traces: list) -> float:
     """Span rows straight into the same schema with sqlite3, one thread: spans/s."""
     prepare_database(path)
@@ -150,9 +185,16 @@ async def main() -> None:
     print(f"python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}, "
           f"{os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}")
 
-    # 1. as fast as the producer can: the store's ceiling on this machine
+    # 0. the hooks alone, on the dispatcher thread
     n_max = int(20_000 * scale)
     traces = make(n_max, 1)
+    store_us, least_us, passes, spans = hook_cost(traces[:5_000])
+    print(f"\n[hooks] trace started, 20 spans finished, trace finished, into a store not opened: "
+          f"{store_us:.2f} µs a span; appending each span to a list under a lock: "
+          f"{least_us:.2f} µs -> {store_us / least_us:.2f}x of it; collector passes while the "
+          f"store queued {spans:,} spans: {passes}")
+
+    # 1. as fast as the producer can: the store's ceiling on this machine
     fresh(db)
     store = TraceStore(db)
     await store.open()
