@@ -128,7 +128,10 @@ def test_ended_span_is_frozen(tracer):
         s.set_output(a=1)
     s.set_output(b=2)
     s.set_error("late")
+    s.record_exception(RuntimeError("late"))  # (sinks such as the store read it later)
+    s.add_event("late")
     assert s.output == {"a": 1} and s.status == Status.OK
+    assert s.error is None and s.events is None
 
 
 def test_null_span_does_nothing_and_is_falsy():

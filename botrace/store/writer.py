@@ -2,10 +2,11 @@
 
 The sink hooks (``botrace.store.TraceStore``) only queue finished spans and cheap tuples;
 what reaches this module are the *records* below (a queued span is read as its ``"S"``
-record, ``botrace.store.folding.span_record``). The feeder thread folds each batch (``botrace.store.folding``: span rows with
-their values as JSON, self time, cost, per-trace totals, minute statistics) and hands
-it over. Here the rest happens: trace rows and tags, the statistics rollup, the
-SQLite writes, retention, spill files. By default this runs in a process of its own
+record, ``botrace.store.folding.span_record``). The feeder thread folds each batch
+(``botrace.store.folding``: span rows with their values as JSON, self time, cost,
+per-trace totals, minute statistics) and hands it over. Here the rest happens: trace
+rows and tags, the statistics rollup, the SQLite writes, retention, spill files. By
+default this runs in a process of its own
 (:func:`main`, ``python -c ... FD``: a fresh interpreter, as multiprocessing's *spawn*
 makes, but started with ``subprocess`` so the host's ``__main__`` is never imported
 again), fed pickled batches over a socket, so SQLite holds its own GIL on another
