@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 from pathlib import Path
 
+import pytest
+
 from botrace import PluginRef, Tracer
 from botrace.pricing import PriceTable
 from botrace.store import TraceStore
@@ -96,3 +98,58 @@ def test_a_spilled_span_is_written_as_its_record(tmp_path: Path) -> None:
     store._spill_file.close()
     assert read_spill(store._spill_path) == [span_record(s) for s in spans[2:]]
     assert store._buf == [("P", "weather", "Weather", "third_party", "1.0"), *spans[:2]]
+
+
+async def test_an_object_that_is_not_a_span_is_counted_and_the_store_goes_on(
+        tmp_path: Path) -> None:
+    """The hook no longer reads every field, so a host's odd object reaches the feeder:
+    it is dropped and counted there, and the spans around it are written."""
+    import sqlite3
+    from types import SimpleNamespace
+
+    from botrace.store.synthetic import feed, synthetic_traces
+
+    traces = list(synthetic_traces(3, spans=4, seed=9))
+    async with TraceStore(tmp_path / "odd.db", writer="thread") as store:
+        feed(store, traces[0])
+        store.botrace_span_finished(span=SimpleNamespace(plugin=None, name="not a span"))
+        for trace in traces[1:]:
+            feed(store, trace)
+        assert await store.flush(timeout=30)
+        health = store.health()
+    assert health["dropped"] == 1 and "could not be read" in health["last_error"]
+    assert "AttributeError" in health["last_error"]
+    stored = sqlite3.connect(tmp_path / "odd.db").execute(
+        "SELECT count(*) FROM spans").fetchone()[0]
+    assert stored == 12
+
+
+@pytest.mark.parametrize("writer", ["process", "thread"])
+async def test_a_failing_feeder_stops_the_store_without_hanging_the_host(
+        tmp_path: Path, writer: str) -> None:
+    """A bug in the feeder must not leave flush() and close() waiting forever."""
+    import asyncio
+    import logging
+
+    from botrace.store.synthetic import feed, synthetic_traces
+
+    store = TraceStore(tmp_path / "f.db", writer=writer)
+    await store.open()
+
+    def broken(batch):
+        raise RuntimeError("a bug")
+
+    store._folder.fold = broken
+    logging.getLogger("botrace.store").disabled = True  # (the traceback is expected)
+    try:
+        for trace in synthetic_traces(2, spans=3, seed=1):
+            feed(store, trace)
+        assert await store.flush(timeout=20) is False
+        health = store.health()
+        assert health["state"] == "degraded"
+        assert "feeder thread failed: RuntimeError: a bug" in health["last_error"]
+        assert health["dropped"] >= 8  # what was queued (2 traces: 2 starts, 6 spans, 2 ends)
+        await asyncio.wait_for(store.close(), 20)
+    finally:
+        logging.getLogger("botrace.store").disabled = False
+    assert store.health()["state"] == "closed"

@@ -291,7 +291,7 @@ class TraceStore:
         self._pack = lambda msg: _pickle_batch(self, msg)
         self._send = link.send_bytes  # (only the feeder thread sends)
         self._start_thread(self._receive, "botrace-store-receiver")
-        self._start_thread(self._feed, "botrace-store-feeder")
+        self._start_thread(self._feed_or_stop, "botrace-store-feeder")
 
     def _start_thread_writer(self) -> None:
         inbox: queue.SimpleQueue = queue.SimpleQueue()
@@ -315,7 +315,7 @@ class TraceStore:
         self._start_thread(run, "botrace-store-writer")
         if not self._ready.wait(30.0) or self._link_dead:
             raise StoreError(f"the store's writer did not start: {self.last_error}")
-        self._start_thread(self._feed, "botrace-store-feeder")
+        self._start_thread(self._feed_or_stop, "botrace-store-feeder")
 
     def _start_thread(self, target: Any, name: str) -> None:
         t = threading.Thread(target=target, name=name, daemon=True)
@@ -486,6 +486,21 @@ class TraceStore:
 
     # ------------------------------------------------------------------ feeder
 
+    def _feed_or_stop(self) -> None:
+        """The feeder; should it ever fail (a bug: records cannot make it fail), the store
+        stops as if its writer had died, so that flush() and close() return."""
+        try:
+            self._feed()
+        except Exception as exc:
+            log.exception("botrace store feeder failed")
+            if not self._close_sent:
+                try:  # the writer writes what it has and ends
+                    self._send(self._pack(("close", 0)))
+                    self._close_sent = True
+                except Exception:  # (the link is gone too: close() stops the process)
+                    pass
+            self._writer_died(f"the feeder thread failed: {type(exc).__name__}: {exc}")
+
     def _feed(self) -> None:
         """Take what the hooks gathered every ``flush_interval`` (at once when there is a
         lot), pickle it and send it to the writer, in order, with at most
@@ -565,7 +580,8 @@ class TraceStore:
             with self._cond:
                 self._dropped += lost
                 self._pending -= lost
-                self._note_error_locked(f"{lost} span records could not be encoded", error)
+                self._note_error_locked(f"{lost} span records could not be read or encoded",
+                                       error)
         return (others, rows, parts, minutes), len(batch) - lost
 
     def _take_locked(self) -> list[tuple]:

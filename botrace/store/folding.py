@@ -88,7 +88,8 @@ class SpanFolder:
     def fold(self, records: list[tuple]) -> tuple[list, list, dict, dict, int, Any]:
         """``(others, rows, parts, minutes, lost, error)``: the records that are not finished
         spans, in order; the span rows; trace id -> part; minute key -> aggregate; how many
-        spans were dropped because a value would not encode, and the last such error."""
+        spans were dropped because a value would not encode (or a queued object was not a
+        span), and the last such error."""
         others: list[tuple] = []
         rows: list[tuple] = []
         parts: dict[str, list] = {}
@@ -109,25 +110,30 @@ class SpanFolder:
                 (_, tid, tstart, sid, pid, name, stype, plugin, start, end, status, err, inp,
                  out, meta, events, trunc) = rec
             else:  # a finished span, as the hooks queued it (read as span_record reads it)
-                trace = rec.trace
-                tid = trace.trace_id
-                tstart = trace.start_ns
-                sid = rec.span_id
-                pid = rec.parent_id
-                name = rec.name
-                stype = rec.span_type
-                plugin = rec.plugin
-                if plugin is not None:
-                    plugin = plugin.name
-                start = rec.start_ns
-                end = rec.end_ns
-                status = rec.status
-                err = rec.error
-                inp = rec.input
-                out = rec.output
-                meta = rec.meta
-                events = rec.events
-                trunc = rec.truncated
+                try:
+                    trace = rec.trace
+                    tid = trace.trace_id
+                    tstart = trace.start_ns
+                    sid = rec.span_id
+                    pid = rec.parent_id
+                    name = rec.name
+                    stype = rec.span_type
+                    plugin = rec.plugin
+                    if plugin is not None:
+                        plugin = plugin.name
+                    start = rec.start_ns
+                    end = rec.end_ns
+                    status = rec.status
+                    err = rec.error
+                    inp = rec.input
+                    out = rec.output
+                    meta = rec.meta
+                    events = rec.events
+                    trunc = rec.truncated
+                except Exception as exc:  # not a span (a host's own object): count it, go on
+                    lost += 1
+                    error = exc
+                    continue
             data = {}
             if inp:
                 data["input"] = inp
