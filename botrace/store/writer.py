@@ -377,7 +377,8 @@ class Writer:
         self.interval = self.min_interval
         self.last_commit = 0.0
         self.sqlite_tuned = False  # (see botrace._writer_process)
-        self.own_gc: int | None = None  # the process's own: its passes before serving
+        # collector passes before serving, when the collector is this process's own (main)
+        self.gc_passes_before: int | None = None
         self._busy = 0.0  # seconds spent processing and writing batches since _duty_since
         self._duty_since = time.monotonic()
         self.spill_path = Path(cfg.get("spill_path") or str(self.path) + ".spill")
@@ -423,7 +424,8 @@ class Writer:
                 "schema_version": self.schema_version, "last_error": self.last_error,
                 "last_error_ns": self.last_error_ns, "commit_interval": self.interval,
                 "sqlite_tuned": self.sqlite_tuned,
-                "gc_collections": None if self.own_gc is None else _gc_passes() - self.own_gc}
+                "gc_collections": (None if self.gc_passes_before is None
+                                   else _gc_passes() - self.gc_passes_before)}
 
     def note_error(self, what: str, exc: BaseException | None) -> None:
         self.last_error = what if exc is None else f"{what}: {type(exc).__name__}: {exc}"
@@ -1063,7 +1065,7 @@ def main(argv: list[str], sqlite_tuned: bool = False) -> int:
     gc.set_threshold(_GC_GEN0, 10, 10)
     writer = Writer(cfg, emit)
     writer.sqlite_tuned = sqlite_tuned
-    writer.own_gc = _gc_passes()
+    writer.gc_passes_before = _gc_passes()
     try:
         writer.run(recv)
     except BaseException as exc:
