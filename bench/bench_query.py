@@ -85,7 +85,7 @@ async def main() -> None:
     _, start, big = meta.read_text().split()
     start = int(start)
     conn = sqlite3.connect(path)
-    n_spans = conn.execute("SELECT count(*) FROM spans").fetchone()[0]
+    n_spans = conn.execute("SELECT sum(span_count) FROM traces").fetchone()[0]
     n_traces = conn.execute("SELECT count(*) FROM traces").fetchone()[0]
     conn.close()
     print(f"python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}, load "

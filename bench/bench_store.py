@@ -30,10 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from botrace.pricing import PriceTable
 from botrace.store import TraceStore
+from botrace.store.chunks import decode
 from botrace.store.folding import SpanFolder
 from botrace.store.jsontext import encode
 from botrace.store.synthetic import synthetic_traces
-from botrace.store.writer import INSERT_SPAN, prepare_database
 
 
 def fresh(path: Path) -> None:
@@ -153,20 +153,42 @@ def hook_cost(traces: list) -> tuple[float, float, int, int]:
     return best_store * 1e6, best_least * 1e6, passes, spans
 
 
+# The naive design, as a baseline: one row per span (schema 5's span table, with its index
+# by trace), written with plain sqlite3 executemany in one thread; no hand-off, no pickling,
+# no GIL shared with a producer, no trace rows, tags or statistics.
+_ROW_TABLE = """
+CREATE TABLE spans (
+    trace_start_ns INTEGER NOT NULL, trace_id TEXT NOT NULL, span_id TEXT NOT NULL,
+    parent_id TEXT, name TEXT, span_type TEXT, plugin TEXT, gkey TEXT,
+    start_ns INTEGER NOT NULL, end_ns INTEGER, status TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL DEFAULT 0, output_tokens INTEGER NOT NULL DEFAULT 0,
+    cached_tokens INTEGER NOT NULL DEFAULT 0,
+    self_ns INTEGER, dur_bucket INTEGER, cost_usd REAL NOT NULL DEFAULT 0, data TEXT
+);
+CREATE INDEX spans_trace ON spans(trace_start_ns, trace_id)
+"""
+
+
 def baseline(path: Path, traces: list) -> float:
-    """Span rows straight into the same schema with sqlite3, one thread: spans/s."""
-    prepare_database(path)
+    """Span rows, one a span, into a plain table with sqlite3 in one thread: spans/s."""
     capture = TraceStore(path)  # not opened: its hooks only gather records
     capture._accepting = True
     for item in traces:
         hooks(capture, item)
-    rows = SpanFolder(PriceTable({}), encode).fold(capture._buf)[1]  # the span rows
+    _, chunks, *_ = SpanFolder(PriceTable({}), encode).fold(capture._buf)
+    rows = [(tstart, tid, *e[:-1], None if e[-1] is None else encode(e[-1]))
+            for tstart, tid, text, _ in chunks for e in decode(text)]
+    fresh(path)
     conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
+    for stmt in _ROW_TABLE.split(";"):
+        conn.execute(stmt)
+    insert = f"INSERT INTO spans VALUES ({', '.join('?' * 18)})"
     t0 = time.perf_counter()
     for i in range(0, len(rows), 20_000):
         conn.execute("BEGIN")
-        conn.executemany(INSERT_SPAN, rows[i:i + 20_000])
+        conn.executemany(insert, rows[i:i + 20_000])
         conn.execute("COMMIT")
     el = time.perf_counter() - t0
     conn.close()

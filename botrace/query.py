@@ -14,10 +14,13 @@ import binascii
 import json
 import math
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
+from operator import itemgetter
 from typing import Any
 
 from botrace.schema import GRAINS, bucket_value_ns
+from botrace.store import chunks as E
+from botrace.store.chunks import decode, latest_spans
 from botrace.tree import build_tree
 
 __all__ = ["QueryError", "get_trace", "list_traces", "sessions", "stats", "users"]
@@ -285,27 +288,26 @@ async def list_traces(conn: Any, filters: Mapping[str, Any] | None = None, limit
             "total_capped": capped}
 
 
-_SPAN_SELECT = (
-    "SELECT trace_id, span_id, parent_id, name, span_type, plugin, start_ns, end_ns, self_ns, "
-    "status, data, cost_usd FROM spans WHERE trace_start_ns = ? AND trace_id = ? "
-    "ORDER BY start_ns, rowid"
-)
+_START = itemgetter(E.START)
+_CHUNKS_OF_TRACE = ("SELECT spans FROM span_chunks WHERE trace_start_ns = ? AND trace_id = ? "
+                    "ORDER BY rowid")
 
 
-def span_dict(row: Any, plugins: Mapping[str, dict]) -> dict[str, Any]:
-    data = _loads(row["data"], {})
-    start, end = row["start_ns"], row["end_ns"]
-    name = row["plugin"]
+def span_dict(tid: str, e: list, plugins: Mapping[str, dict]) -> dict[str, Any]:
+    """A stored span entry (``botrace.schema.SPAN_FIELDS``) as the API serves it."""
+    data = e[E.DATA] or {}
+    start, end = e[E.START], e[E.END]
+    name = e[E.PLUGIN]
     return {
-        "trace_id": row["trace_id"], "span_id": row["span_id"], "parent_id": row["parent_id"],
-        "name": row["name"], "span_type": row["span_type"], "start_ns": start,
+        "trace_id": tid, "span_id": e[E.SID], "parent_id": e[E.PID],
+        "name": e[E.NAME], "span_type": e[E.TYPE], "start_ns": start,
         "end_ns": end, "duration_ns": None if end is None else end - start,
-        "self_ns": row["self_ns"], "status": row["status"], "error": data.get("error"),
+        "self_ns": e[E.SELF], "status": e[E.STATUS], "error": data.get("error"),
         "input": data.get("input") or {}, "output": data.get("output") or {},
         "meta": data.get("meta") or {}, "events": data.get("events") or [],
         "plugin": None if name is None else plugins.get(name) or {
             "name": name, "display_name": name, "plugin_type": "third_party", "version": ""},
-        "truncated": bool(data.get("truncated", False)), "cost_usd": row["cost_usd"],
+        "truncated": bool(data.get("truncated", False)), "cost_usd": e[E.COST],
     }
 
 
@@ -319,9 +321,10 @@ async def get_trace(conn: Any, trace_id: Any, *, flat: bool = False,
         row = await cur.fetchone()
     if row is None:
         return None
-    async with conn.execute(_SPAN_SELECT, (row["start_ns"], tid)) as cur:
-        rows = await cur.fetchall()
-    names = sorted({r["plugin"] for r in rows if r["plugin"] is not None})
+    async with conn.execute(_CHUNKS_OF_TRACE, (row["start_ns"], tid)) as cur:
+        entries = latest_spans(r[0] for r in await cur.fetchall())
+    entries.sort(key=_START)  # (stable: spans that start together keep their order)
+    names = sorted({e[E.PLUGIN] for e in entries if e[E.PLUGIN] is not None})
     plugins: dict[str, dict] = {}
     if names:
         marks = ",".join("?" * len(names))  # placeholders only; the names are bound
@@ -331,7 +334,7 @@ async def get_trace(conn: Any, trace_id: Any, *, flat: bool = False,
             for p in await cur.fetchall():
                 plugins[p["name"]] = {"name": p["name"], "display_name": p["display_name"],
                                       "plugin_type": p["plugin_type"], "version": p["version"]}
-    spans = [span_dict(r, plugins) for r in rows]
+    spans = [span_dict(tid, e, plugins) for e in entries]
     out: dict[str, Any] = {"trace": trace_summary(row)}
     if flat:
         out["spans"] = spans
@@ -408,13 +411,8 @@ _ROLLUP_SELECT = (
     "SELECT {col} AS k, status, n, dur_ns, self_ns, max_ns, input_tokens, output_tokens, "
     "cached_tokens, cost_usd, hist FROM stats_rollup WHERE grain = ?"
 )
-# the same figures straight from finished spans (window edges, user/session filters)
-_RAW_SELECT = (
-    "SELECT coalesce(s.{col}, '') AS k, s.status, s.dur_bucket, count(*), "
-    "sum(s.end_ns - s.start_ns), coalesce(sum(s.self_ns), 0), max(s.end_ns - s.start_ns), "
-    "sum(s.input_tokens), sum(s.output_tokens), sum(s.cached_tokens), sum(s.cost_usd) "
-    "FROM {source} WHERE s.end_ns IS NOT NULL{cond} GROUP BY 1, 2, 3"
-)
+# the span entry field a group_by key column is (botrace.schema.SPAN_FIELDS)
+_ENTRY_COL = {"gkey": E.GKEY, "span_type": E.TYPE, "name": E.NAME}
 
 
 def _cover(lo: int | None, hi: int | None, grains: tuple[int, ...]
@@ -470,23 +468,18 @@ async def stats(conn: Any, group_by: Any = "stage", since_ns: Any = None, until_
     if status is not None:
         where.append("status = ?")
         params.append(status)
+    match = (_ENTRY_COL[column], span_type, plugin, status)
     by_trace = [(key, v) for key in ("user_id", "session_id")
                 if (v := _text_param(key, filters.get(key))) is not None]
     groups: dict[str, dict[str, Any]] = {}
     if by_trace:
-        # the spans of the matching traces (traces index -> one spans_trace range each)
-        cond = "".join(f" AND t.{key} = ?" for key, _ in by_trace)  # keys from a constant tuple
-        cond_params: list[Any] = [v for _, v in by_trace]
-        for clause, value in zip(where, params):
-            cond += f" AND s.{clause}"
-            cond_params.append(value)
-        span_range, range_params = _time_range(since, until, "s.start_ns")
-        cond += "".join(f" AND {c}" for c in span_range)
-        cond_params += range_params
-        source = ("traces t CROSS JOIN spans s "
-                  "ON s.trace_start_ns = t.start_ns AND s.trace_id = t.trace_id")
-        await _add_raw(conn, groups, _RAW_SELECT.format(col=column, source=source, cond=cond),
-                       cond_params)
+        # the spans of the matching traces (traces index -> their span_chunks rows)
+        cond = " AND ".join(f"t.{key} = ?" for key, _ in by_trace)  # keys: a constant tuple
+        async with conn.execute(
+                "SELECT c.spans FROM traces t CROSS JOIN span_chunks c ON c.trace_start_ns = "
+                f"t.start_ns AND c.trace_id = t.trace_id WHERE {cond}",
+                [v for _, v in by_trace]) as cur:
+            _add_entries(groups, [r[0] for r in await cur.fetchall()], match, since, until)
     else:
         extra = "".join(f" AND {c}" for c in where)
         for grain, a, b in _cover(since, until, _GRAINS):
@@ -496,7 +489,7 @@ async def stats(conn: Any, group_by: Any = "stage", since_ns: Any = None, until_
                        + "".join(f" AND {c}" for c in bucket_range))
                 await _add_rollup(conn, groups, sql, [grain, *params, *range_params])
             else:
-                await _add_edge(conn, groups, column, extra, params, a, b)
+                await _add_edge(conn, groups, match, a, b)
     out = []
     for key, g in groups.items():
         if key == "":  # a span without this key (e.g. an llm_call without a model)
@@ -561,30 +554,58 @@ async def _add_rollup(conn: Any, groups: dict[str, dict[str, Any]], sql: str,
         _add(groups, *sums, zip(flat[::2], flat[1::2]))
 
 
-async def _add_raw(conn: Any, groups: dict[str, dict[str, Any]], sql: str,
-                   params: list[Any]) -> None:
-    """Rows of spans themselves: one duration bucket each (``bucket`` after ``status``)."""
-    async with conn.execute(sql, params) as cur:
-        rows = await cur.fetchall()
-    for r in rows:
-        k, status, bucket, n, *sums = tuple(r)
-        _add(groups, k, status, n, *sums, ((bucket or 0, n),))
+def _add_entries(groups: dict[str, dict[str, Any]], texts: Iterable[str], match: tuple,
+                 since: int | None, until: int | None) -> None:
+    """The finished spans of some span chunks that start in ``[since, until)`` and match
+    ``(key field, span type, plugin, status)`` (None: any), summed per key, status and
+    duration bucket, then added to their groups. (A finished span is stored once.)"""
+    col, span_type, plugin, status = match
+    sums: dict[tuple, list] = {}
+    for text in texts:
+        for e in decode(text):
+            end = e[E.END]
+            if end is None:
+                continue
+            start = e[E.START]
+            if (since is not None and start < since) or (until is not None and start >= until):
+                continue
+            if ((span_type is not None and e[E.TYPE] != span_type)
+                    or (plugin is not None and e[E.PLUGIN] != plugin)
+                    or (status is not None and e[E.STATUS] != status)):
+                continue
+            key = (e[col] or "", e[E.STATUS], e[E.BUCKET] or 0)
+            dur = end - start
+            v = sums.get(key)
+            if v is None:
+                sums[key] = [1, dur, e[E.SELF] or 0, dur, e[E.TIN], e[E.TOUT], e[E.TCACHED],
+                             e[E.COST]]
+                continue
+            v[0] += 1
+            v[1] += dur
+            v[2] += e[E.SELF] or 0
+            if dur > v[3]:
+                v[3] = dur
+            v[4] += e[E.TIN]
+            v[5] += e[E.TOUT]
+            v[6] += e[E.TCACHED]
+            v[7] += e[E.COST]
+    for (k, st, bucket), (n, dur, self_ns, mx, tin, tout, tc, cost) in sums.items():
+        _add(groups, k, st, n, dur, self_ns, mx, tin, tout, tc, cost, ((bucket, n),))
 
 
-async def _add_edge(conn: Any, groups: dict[str, dict[str, Any]], column: str, extra: str,
-                    params: list[Any], a: int, b: int) -> None:
+async def _add_edge(conn: Any, groups: dict[str, dict[str, Any]], match: tuple,
+                    a: int, b: int) -> None:
     """Spans starting in ``[a, b)``, part of one minute: the minute's rollup rows say the
-    earliest trace start among them, so they are one range of the spans_trace index."""
+    earliest trace start among them, so their chunks are one span_chunks_trace range."""
     minute = a - a % _MINUTE
     async with conn.execute("SELECT min(min_trace_start_ns) FROM stats_rollup "
                             "WHERE grain = ? AND t0 = ?", (_MINUTE, minute)) as cur:
         lowest = (await cur.fetchone())[0]
     if lowest is None:  # no finished span started in that minute
         return
-    cond = (" AND s.trace_start_ns >= ? AND s.trace_start_ns < ? AND s.start_ns >= ? "
-            "AND s.start_ns < ?" + extra.replace(" AND ", " AND s."))
-    sql = _RAW_SELECT.format(col=column, source="spans s", cond=cond)
-    await _add_raw(conn, groups, sql, [lowest, b, a, b, *params])
+    async with conn.execute("SELECT spans FROM span_chunks WHERE trace_start_ns >= ? "
+                            "AND trace_start_ns < ?", (lowest, b)) as cur:
+        _add_entries(groups, [r[0] for r in await cur.fetchall()], match, a, b)
 
 
 def _percentile(hist: list[tuple[int, int]], n: int, p: float) -> float:

@@ -18,13 +18,13 @@ __all__ = [
     "SCHEMA",
     "SCHEMA_V1",
     "SCHEMA_VERSION",
-    "TAGS_OF_TRACE",
+    "SPAN_FIELDS",
     "bucket_value_ns",
     "duration_bucket",
 ]
 
 APPLICATION_ID = 0x62747263  # "btrc"
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Durations are histogrammed in log buckets (3 % wide) so percentiles over a
 # million spans come from a GROUP BY of small integers, not a sort.
@@ -223,20 +223,6 @@ ALTER TABLE trace_tags_v4 RENAME TO trace_tags;
 ALTER TABLE tag_values_v4 RENAME TO tag_values
 """
 
-# the (kind, value) tags of one trace, from its spans (crash recovery)
-TAGS_OF_TRACE = """
-SELECT 'span_type', span_type FROM spans
-    WHERE trace_start_ns = :start AND trace_id = :tid AND span_type IS NOT NULL
-UNION SELECT 'plugin', plugin FROM spans
-    WHERE trace_start_ns = :start AND trace_id = :tid AND plugin IS NOT NULL
-UNION SELECT 'model', gkey FROM spans
-    WHERE trace_start_ns = :start AND trace_id = :tid AND span_type = 'llm_call'
-    AND gkey IS NOT NULL
-UNION SELECT 'tool', gkey FROM spans
-    WHERE trace_start_ns = :start AND trace_id = :tid AND span_type = 'tool_call'
-    AND gkey IS NOT NULL
-"""
-
 # Version 5 = version 4 + MIGRATIONS[4]. The writer writes a batch's minute rows of the
 # rollup in the batch's transaction, and the hour and day rows at most once a second
 # (re-encoding their larger histograms for every batch was a tenth of the writer's time).
@@ -249,12 +235,50 @@ _V4_TO_V5 = """
 CREATE TABLE rollup_dirty (t0 INTEGER PRIMARY KEY)
 """
 
+# Version 6 = version 5 + MIGRATIONS[5]. Spans are stored a trace's batch at a time: one
+# ``span_chunks`` row per trace and writer batch, holding a JSON array of the spans that
+# batch brought, each an array in ``SPAN_FIELDS`` order (``data``: an object or null).
+# A span row cost the writer two b-tree inserts and the binding of 18 values (~4 us a
+# span); a chunk of 20 spans costs one row (docs/PERFORMANCE.md, eighth session). A span
+# written while running appears again, finished, in a later chunk of its trace: the
+# latest version (highest rowid) is the span. The ``spans`` view gives one row per span
+# (its latest version) for SQL by hand; botrace itself decodes the chunks in Python.
+SPAN_FIELDS = (
+    "span_id", "parent_id", "name", "span_type", "plugin", "gkey", "start_ns", "end_ns",
+    "status", "input_tokens", "output_tokens", "cached_tokens", "self_ns", "dur_bucket",
+    "cost_usd", "data",
+)
+_SPANS_VIEW = """
+CREATE VIEW spans AS
+SELECT c.trace_start_ns AS trace_start_ns, c.trace_id AS trace_id, {cols}, c.rowid AS chunk
+FROM span_chunks c, json_each(c.spans) s
+WHERE json_extract(s.value, '$[8]') IS NOT 'running' OR NOT EXISTS (
+    SELECT 1 FROM span_chunks c2, json_each(c2.spans) s2
+    WHERE c2.trace_start_ns = c.trace_start_ns AND c2.trace_id = c.trace_id
+    AND c2.rowid > c.rowid AND json_extract(s2.value, '$[0]') = json_extract(s.value, '$[0]'))
+""".format(cols=", ".join(f"json_extract(s.value, '$[{i}]') AS {name}"
+                          for i, name in enumerate(SPAN_FIELDS)))
+_V5_TO_V6 = f"""
+CREATE TABLE span_chunks (
+    trace_start_ns INTEGER NOT NULL, trace_id TEXT NOT NULL, spans TEXT NOT NULL
+);
+INSERT INTO span_chunks (trace_start_ns, trace_id, spans)
+    SELECT trace_start_ns, trace_id, json_group_array(json_array(
+        {", ".join(SPAN_FIELDS[:-1])},
+        CASE WHEN json_valid(data) THEN json(data) END))
+    FROM spans GROUP BY trace_start_ns, trace_id;
+DROP TABLE spans;
+CREATE INDEX span_chunks_trace ON span_chunks(trace_start_ns, trace_id);
+{_SPANS_VIEW}
+"""
+
 # MIGRATIONS[n]: (sql script, python step or None) taking version n to n + 1
 MIGRATIONS: dict[int, tuple[str, object]] = {
     1: (_V1_TO_V2, _v1_to_v2_backfill),
     2: (_V2_TO_V3, _v2_to_v3_rollup),
     3: (_V3_TO_V4, None),
     4: (_V4_TO_V5, None),
+    5: (_V5_TO_V6, None),
 }
 
 # Fresh databases are created at version 1 and migrated forward, so the

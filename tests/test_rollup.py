@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import sqlite3
@@ -202,6 +203,59 @@ async def test_a_version_3_database_gets_numbered_tags_at_open(tmp_path: Path) -
     conn.close()
 
 
+async def test_a_version_5_database_gets_its_span_rows_as_chunks_at_open(tmp_path: Path) -> None:
+    """Schema 6 keeps a trace's spans as JSON chunks: each version-5 span row arrives, with
+    its values, self time and cost, and the ``spans`` view gives back the same rows."""
+    from test_store import make_v1_database
+
+    db = tmp_path / "v5.db"
+    tid = make_v1_database(db)
+    conn = sqlite3.connect(db, isolation_level=None)  # take it to version 5 only
+    for version in (1, 2, 3, 4):
+        script, step = MIGRATIONS[version]
+        conn.execute("BEGIN")
+        for stmt in (s for s in script.split(";") if s.strip()):
+            conn.execute(stmt)
+        if step is not None:
+            step(conn)
+        conn.execute(f"PRAGMA user_version = {version + 1}")
+        conn.execute("COMMIT")
+    start = conn.execute("SELECT start_ns FROM traces").fetchone()[0]
+    conn.execute(  # a span whose values hold quotes, a newline and non-ASCII text
+        "INSERT INTO spans (trace_start_ns, trace_id, span_id, parent_id, name, span_type, "
+        "plugin, gkey, start_ns, end_ns, status, input_tokens, output_tokens, cached_tokens, "
+        "self_ns, dur_bucket, cost_usd, data) VALUES (?, ?, ?, ?, 'get_weather', 'tool_call', "
+        "'weather', 'get_weather', 40, 1000040, 'error', 0, 0, 0, 1000000, 468, 0.25, ?)",
+        (start, tid, "3" * 16, "1" * 16,
+         '{"input": {"city": "Zürich \\"old\\"\\n"}, "error": {"type": "Boom"}}'))
+    old = conn.execute("SELECT span_id, parent_id, name, span_type, plugin, gkey, start_ns, "
+                       "end_ns, status, self_ns, cost_usd, data FROM spans "
+                       "ORDER BY start_ns").fetchall()
+    conn.close()
+    async with TraceStore(db) as store:
+        assert store.health()["schema_version"] == SCHEMA_VERSION
+        doc = await store.get_trace(tid)
+        got = {s["span_id"]: s for s in doc["spans"]}
+        assert [s["span_id"] for s in doc["spans"]] == ["1" * 16, "2" * 16, "3" * 16]
+        tool = got["3" * 16]
+        assert (tool["parent_id"], tool["status"], tool["self_ns"], tool["cost_usd"]) == (
+            "1" * 16, "error", 1_000_000, 0.25)
+        assert tool["input"] == {"city": 'Zürich "old"\n'} and tool["error"] == {"type": "Boom"}
+        assert got["2" * 16]["meta"] == {"model": "gpt-4o"}
+        assert [c["span_id"] for c in doc["tree"][0]["children"]] == ["2" * 16, "3" * 16]
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM span_chunks").fetchone()[0] == 1
+    assert conn.execute("SELECT type FROM sqlite_master WHERE name = 'spans'").fetchone() == (
+        "view",)
+    view = conn.execute("SELECT span_id, parent_id, name, span_type, plugin, gkey, start_ns, "
+                        "end_ns, status, self_ns, cost_usd, data FROM spans "
+                        "ORDER BY start_ns").fetchall()
+    conn.close()
+    assert [r[:11] for r in view] == [r[:11] for r in old]
+    assert [None if r[11] is None else json.loads(r[11]) for r in view] == [
+        None if r[11] is None else json.loads(r[11]) for r in old]
+
+
 def _folded_batches(traces: list, per: int) -> list[tuple]:
     """The traces' records as the feeder folds them, ``per`` traces a batch."""
     from botrace.pricing import PriceTable
@@ -247,7 +301,7 @@ def test_hour_and_day_rows_lag_the_minute_rows_until_written(tmp_path: Path, gen
     conn.close()
     assert minutes == 300 * 20 and hours == 0  # minute rows at once, hours held back
     assert len(dirty) == 9 and all(t % GRAINS[1] == 0 for t in dirty)  # 8 h over 9 hours
-    assert w.write(({}, {}, [], [], [], {}, {}, [], 0), flush_rollup=True)
+    assert w.write(w.process([]), flush_rollup=True)
     w.conn.close()
     assert_rollup_matches_spans(db)
     assert sqlite3.connect(db).execute("SELECT count(*) FROM rollup_dirty").fetchone()[0] == 0

@@ -111,6 +111,11 @@ async def test_spans_still_running_are_stored_running_then_replaced(db: Path, wr
                                   ("second", "ok")]
     assert rows(db, "SELECT trace_id, status, span_count FROM traces") == [
         (root.trace_id, "ok", 4)]
+    # each running version was a chunk of its own, replaced by a later one
+    assert rows(db, "SELECT count(*) FROM span_chunks")[0][0] >= 3
+    doc = await store.get_trace(root.trace_id)
+    assert [(s["name"], s["status"]) for s in doc["spans"]] == [
+        ("message", "ok"), ("Process", "ok"), ("first", "ok"), ("second", "ok")]
     assert store._open == {}
     assert store.dropped == 0
     await tracer.aclose()

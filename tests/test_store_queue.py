@@ -10,6 +10,7 @@ import pytest
 from botrace import PluginRef, Tracer
 from botrace.pricing import PriceTable
 from botrace.store import TraceStore
+from botrace.store.chunks import decode
 from botrace.store.folding import SpanFolder, span_record
 from botrace.store.jsontext import encode
 
@@ -53,10 +54,13 @@ def test_a_queued_span_folds_exactly_as_its_record() -> None:
     from_spans = SpanFolder(PriceTable(PRICES), encode).fold(list(spans))
     from_records = SpanFolder(PriceTable(PRICES), encode).fold([span_record(s) for s in spans])
     assert from_spans == from_records
-    others, span_rows, parts, minutes, lost, error = from_spans
+    others, chunks, parts, minutes, lost, error = from_spans
     assert others == [] and lost == 0 and error is None
-    assert [r[2] for r in span_rows] == [s.span_id for s in spans]
-    assert [r[6] for r in span_rows[:4]] == ["weather"] * 4  # attributed, by name
+    ((tstart, tid, text, n),) = chunks  # one trace: one chunk of its six spans
+    assert (tstart, tid, n) == (spans[0].trace.start_ns, spans[0].trace.trace_id, 6)
+    entries = decode(text)
+    assert [e[0] for e in entries] == [s.span_id for s in spans]
+    assert [e[4] for e in entries[:4]] == ["weather"] * 4  # attributed, by name
     (part,) = parts.values()
     assert part[:4] == [6, 1, 1, 1]  # spans, LLM calls, tool calls, errors
     assert part[4:7] == [1200, 80, 200]
@@ -153,3 +157,23 @@ async def test_a_failing_feeder_stops_the_store_without_hanging_the_host(
     finally:
         logging.getLogger("botrace.store").disabled = False
     assert store.health()["state"] == "closed"
+
+
+class _Unprintable:
+    def __repr__(self) -> str:
+        raise RuntimeError("no text for this")
+
+
+def test_a_value_no_encoder_can_write_drops_its_span_only() -> None:
+    """A trace's spans are encoded together; a value that cannot be written at all (a
+    duck-typed host's object whose repr raises) costs its own span, not its chunk."""
+    from botrace.store.synthetic import synthetic_traces
+
+    (trace,) = synthetic_traces(1, spans=5, seed=4)
+    trace.spans[2].meta = {"odd": _Unprintable()}
+    others, chunks, parts, minutes, lost, error = SpanFolder(PriceTable(PRICES), encode).fold(
+        list(trace.spans))
+    assert lost == 1 and isinstance(error, RuntimeError)
+    ((tstart, tid, text, n),) = chunks
+    assert n == 4 and [e[0] for e in decode(text)] == [
+        s.span_id for i, s in enumerate(trace.spans) if i != 2]

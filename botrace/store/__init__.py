@@ -8,16 +8,16 @@ Write path (never on the host's path)::
            as small tuples (*records*, botrace.store.writer); no JSON, no totals
     feeder thread "botrace-store-feeder" (every flush_interval, sooner under load)
         └─ takes the list, adds a "running" record for each span of an open trace
-           that is still running, folds the batch (botrace.store.folding: span rows
-           with values as JSON, self time, cost, per-trace totals, minute
-           statistics), pickles it and sends it to the writer
+           that is still running, folds the batch (botrace.store.folding: each
+           trace's spans as one JSON chunk with self time and cost worked out,
+           per-trace totals, minute statistics), pickles it and sends it to the writer
     writer process (botrace.store.writer; or a thread, ``trace_store_writer``)
         └─ trace rows and tags, the statistics rollup; one SQLite transaction per
            batch (WAL); retention between batches; spill files
 
 A span that starts and finishes within one batch is written once; a span still
-running when its batch is taken is written as ``running`` and replaced when it
-finishes. So a process killed mid-message leaves its trace and every span flushed
+running when its batch is taken is written as ``running`` and written again, in a later
+chunk that supersedes it, when it finishes (``botrace.store.chunks``). So a process killed mid-message leaves its trace and every span flushed
 so far; the next :meth:`TraceStore.open` marks them ``interrupted``. The store has no
 ``botrace_span_started`` hook: the feeder finds running spans in the span lists of the
 traces still open (looking only at the spans added since the last batch), so the

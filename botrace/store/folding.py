@@ -3,8 +3,9 @@
 :meth:`SpanFolder.fold` takes a batch of records (see ``botrace.store.writer``) and
 turns every finished span (``"S"``) into
 
-- its row in ``spans`` (``SPAN_COLS`` order): values as JSON, statistics key, self
-  time, duration bucket and cost worked out;
+- its entry in its trace's chunk of spans (``botrace.schema.SPAN_FIELDS`` order):
+  statistics key, self time, duration bucket and cost worked out; the entries of one
+  trace in the batch are encoded as one JSON array, one ``span_chunks`` row;
 - its share of its trace's totals (a *part*, one per trace in the batch, see
   :func:`new_totals`), which the writer adds to what earlier batches brought and
   writes into the trace's row when the trace ends;
@@ -86,13 +87,13 @@ class SpanFolder:
         self.child_ns: dict[str, int] = {}  # parent span id -> its finished children's ns
 
     def fold(self, records: list[tuple]) -> tuple[list, list, dict, dict, int, Any]:
-        """``(others, rows, parts, minutes, lost, error)``: the records that are not finished
-        spans, in order; the span rows; trace id -> part; minute key -> aggregate; how many
-        spans were dropped because a value would not encode (or a queued object was not a
-        span), and the last such error."""
+        """``(others, chunks, parts, minutes, lost, error)``: the records that are not
+        finished spans, in order; one ``(trace_start_ns, trace_id, json_text, spans)`` row of
+        ``span_chunks`` per trace; trace id -> part; minute key -> aggregate; how many spans
+        were dropped because a value would not encode (or a queued object was not a span),
+        and the last such error."""
         others: list[tuple] = []
-        rows: list[tuple] = []
-        parts: dict[str, list] = {}
+        slots: dict[str, tuple] = {}  # trace id -> (part, entries, trace start)
         minutes: dict[tuple, list] = {}
         child_ns = self.child_ns
         prices = self.prices
@@ -147,15 +148,10 @@ class SpanFolder:
                 data["error"] = err
             if trunc:
                 data["truncated"] = True
-            try:
-                text = encode(data) if data else None
-            except Exception as exc:  # a value JSON cannot hold: count it, go on
-                lost += 1
-                error = exc
-                continue
-            part = parts.get(tid)
-            if part is None:
-                part = parts[tid] = new_totals()
+            slot = slots.get(tid)
+            if slot is None:
+                slot = slots[tid] = (new_totals(), [], tstart)
+            part = slot[0]
             tin = tout = tc = 0
             cost = 0.0
             if stype == "llm_call":
@@ -200,8 +196,8 @@ class SpanFolder:
             part[TYPES][stype] = None
             if plugin is not None:
                 part[PLUGINS][plugin] = None
-            rows.append((tstart, tid, sid, pid, name, stype, plugin, gkey, start, end, status,
-                         tin, tout, tc, self_ns, bucket, cost, text))
+            slot[1].append((sid, pid, name, stype, plugin, gkey, start, end, status, tin, tout,
+                            tc, self_ns, bucket, cost, data or None))
             if dur is not None:
                 key = (start - start % minute, stype or "", gkey or "", name or "",
                        plugin or "", status)
@@ -225,4 +221,31 @@ class SpanFolder:
         if len(child_ns) > _MAX_PARENTS:  # parents that never end: forget the oldest
             for old in list(child_ns)[:_MAX_PARENTS // 10]:
                 del child_ns[old]
-        return others, rows, parts, minutes, lost, error
+        chunks = []
+        parts = {}
+        for tid, (part, entries, tstart) in slots.items():
+            parts[tid] = part
+            n = len(entries)
+            try:
+                text = encode(entries)
+            except Exception:  # a value JSON cannot hold: leave out that span only
+                text, bad, error = _encode_each(encode, entries)
+                lost += bad  # (its trace's totals and the statistics still count it)
+                n -= bad
+                if not text:
+                    continue
+            chunks.append((tstart, tid, text, n))
+        return others, chunks, parts, minutes, lost, error
+
+
+def _encode_each(encode: Any, entries: list[tuple]) -> tuple[str | None, int, Any]:
+    """A chunk's JSON entry by entry: ``(text or None, entries left out, last error)``."""
+    texts = []
+    error = None
+    for entry in entries:
+        try:
+            texts.append(encode(entry))
+        except Exception as exc:
+            error = exc
+    bad = len(entries) - len(texts)
+    return (f"[{','.join(texts)}]" if texts else None), bad, error

@@ -7,8 +7,8 @@ stored rows: the minute rows in the batch's transaction, the hour and day rows a
 once a second (and at a host's flush, at close, before pruning), the hours they lag
 listed in ``rollup_dirty`` meanwhile (:func:`repair_coarse` catches them up after a
 crash). Retention subtracts what it deletes the same way (``sign=-1``), so the rollup
-describes exactly the finished spans in ``spans``; the hour and day rows up to a
-second late.
+describes exactly the finished spans stored; the hour and day rows up to a second
+late.
 
 Row layout in memory (a list, mutated in place)::
 
@@ -23,6 +23,8 @@ import sqlite3
 from typing import Any
 
 from botrace.schema import GRAINS, ROLLUP_COLS, bucket_value_ns
+from botrace.store import chunks as E
+from botrace.store.chunks import latest_spans
 from botrace.store.jsontext import encode_hist
 
 __all__ = ["RollupCache", "fold", "merge_agg", "merge_aggs", "new_agg", "rebuild_rollup",
@@ -217,7 +219,9 @@ def minute_aggs(rows: Any) -> dict[tuple, list]:
 
 
 def rebuild_rollup(conn: sqlite3.Connection) -> int:
-    """(Re)build the whole rollup from the stored spans (migration). Returns rows written."""
+    """(Re)build the whole rollup from the stored spans (migration to schema 3, where
+    ``spans`` is still a table; the ``spans`` view of schema 6 answers the same SQL).
+    Returns rows written."""
     conn.execute("DELETE FROM stats_rollup")
     aggs = fold(minute_aggs(conn.execute(_FROM_SPANS.format(where=""))))
     conn.executemany(_UPSERT, [(*key, *agg[:9], encode_hist(agg[9]))
@@ -228,9 +232,30 @@ def rebuild_rollup(conn: sqlite3.Connection) -> int:
 def spans_aggs(conn: sqlite3.Connection, upto_trace_start_ns: int) -> dict[tuple, list]:
     """The rollup contribution of every finished span of traces started at or before
     ``upto_trace_start_ns`` (what a retention batch is about to delete)."""
-    rows = conn.execute(_FROM_SPANS.format(where="AND trace_start_ns <= ?"),
-                        (upto_trace_start_ns,))
+    rows = []
+    trace = None
+    texts: list[str] = []
+    for tstart, tid, text in conn.execute(
+            "SELECT trace_start_ns, trace_id, spans FROM span_chunks WHERE trace_start_ns <= ? "
+            "ORDER BY trace_start_ns, trace_id, rowid", (upto_trace_start_ns,)):
+        if (tstart, tid) != trace:
+            rows += _finished_rows(trace, texts)
+            trace, texts = (tstart, tid), []
+        texts.append(text)
+    rows += _finished_rows(trace, texts)
     return fold(minute_aggs(rows))
+
+
+def _finished_rows(trace: tuple[int, str] | None, texts: list[str]) -> list[tuple]:
+    """``_FROM_SPANS``-shaped rows (one span each) of one trace's finished spans."""
+    if trace is None:
+        return []
+    tstart = trace[0]
+    return [(e[E.START] - e[E.START] % MINUTE, e[E.TYPE] or "", e[E.GKEY] or "",
+             e[E.NAME] or "", e[E.PLUGIN] or "", e[E.STATUS], e[E.BUCKET] or 0, 1,
+             e[E.END] - e[E.START], e[E.SELF] or 0, e[E.END] - e[E.START], e[E.TIN],
+             e[E.TOUT], e[E.TCACHED], e[E.COST], tstart)
+            for e in latest_spans(texts) if e[E.END] is not None]
 
 
 def repair_coarse(conn: sqlite3.Connection) -> int:

@@ -3,11 +3,11 @@
 The sink hooks (``botrace.store.TraceStore``) only queue finished spans and cheap tuples;
 what reaches this module are the *records* below (a queued span is read as its ``"S"``
 record, ``botrace.store.folding.span_record``). The feeder thread folds each batch
-(``botrace.store.folding``: span rows with their values as JSON, self time, cost,
-per-trace totals, minute statistics) and hands it over. Here the rest happens: trace
-rows and tags, the statistics rollup, the SQLite writes, retention, spill files. By
-default this runs in a process of its own
-(:func:`main`, ``python -c ... FD``: a fresh interpreter, as multiprocessing's *spawn*
+(``botrace.store.folding``: each trace's spans as one JSON chunk, with self time and
+cost, per-trace totals, minute statistics) and hands it over. Here the rest happens:
+trace rows and tags, the statistics rollup, the SQLite writes (one ``span_chunks`` row
+per trace and batch), retention, spill files. By default this runs in a process of its
+own (:func:`main`, ``python -c ... FD``: a fresh interpreter, as multiprocessing's *spawn*
 makes, but started with ``subprocess`` so the host's ``__main__`` is never imported
 again), fed pickled batches over a socket, so SQLite holds its own GIL on another
 core; ``trace_store_writer = "thread"`` runs the same code in a thread.
@@ -22,7 +22,7 @@ Records (first item is the kind)::
     ("F", trace_id, start_ns, name, attributes, status, end_ns, dropped_spans, truncated)
     ("P", name, display_name, plugin_type, version)                   a plugin's description
 
-Messages in: ``("batch", seq, upto, n, (others, span_rows, parts, minutes), flush)`` (a
+Messages in: ``("batch", seq, upto, n, (others, chunks, parts, minutes), flush)`` (a
 batch of ``n`` records, folded; ``flush``: a host's flush asked for it), ``("spill", seq,
 path, count, upto)`` (a spill file of records not folded), ``("exec", seq, sql,
 params)``, ``("prune", seq, days, max_mb)``, ``("close", seq)``.
@@ -52,9 +52,10 @@ from botrace.schema import (
     MIGRATIONS,
     SCHEMA,
     SCHEMA_VERSION,
-    TAGS_OF_TRACE,
 )
 from botrace.span import TRACE_FIELDS
+from botrace.store import chunks as E
+from botrace.store.chunks import latest_spans
 from botrace.store.folding import (
     CACHED,
     COST,
@@ -87,28 +88,16 @@ __all__ = ["StoreError", "Writer", "prepare_database", "read_spill"]
 
 _NO_TOTALS = new_totals()  # (read only)
 _GC_GEN0 = 200_000  # the writer process's first collector threshold (see main)
-_NOTHING = ({}, {}, [], [], [], {}, {}, [], 0)  # a processed batch of no records
+_NOTHING = ({}, {}, [], [], {}, {}, 0)  # a processed batch of no records
 PAGE_SIZE = 16_384  # new databases only
 
-SPAN_COLS = (
-    "trace_start_ns", "trace_id", "span_id", "parent_id", "name", "span_type", "plugin", "gkey",
-    "start_ns", "end_ns", "status", "input_tokens", "output_tokens", "cached_tokens",
-    "self_ns", "dur_bucket", "cost_usd", "data",
-)
 TRACE_COLS = (
     "trace_id", "name", "start_ns", "end_ns", "duration_ns", "status", "umo", "sender",
     "user_id", "session_id", "outline", "agent_type", "platform", "input_tokens",
     "output_tokens", "cached_tokens", "span_count", "llm_calls", "tool_calls", "error_count",
     "dropped_spans", "truncated", "plugins", "models", "attributes", "cost_usd",
 )
-INSERT_SPAN = f"INSERT INTO spans ({', '.join(SPAN_COLS)}) VALUES ({', '.join('?' * len(SPAN_COLS))})"
-# a span whose "running" row was written by an earlier batch: finish that row
-_UPDATE_SPAN = (
-    "UPDATE spans SET parent_id = ?, name = ?, span_type = ?, plugin = ?, gkey = ?, "
-    "start_ns = ?, end_ns = ?, status = ?, input_tokens = ?, output_tokens = ?, "
-    "cached_tokens = ?, self_ns = ?, dur_bucket = ?, cost_usd = ?, data = ? "
-    "WHERE trace_start_ns = ? AND trace_id = ? AND span_id = ?"
-)
+_INSERT_CHUNK = "INSERT INTO span_chunks (trace_start_ns, trace_id, spans) VALUES (?, ?, ?)"
 _INSERT_PLUGIN = ("INSERT OR REPLACE INTO plugins (name, display_name, plugin_type, version) "
                   "VALUES (?, ?, ?, ?)")
 _INSERT_TRACE = (f"INSERT OR REPLACE INTO traces ({', '.join(TRACE_COLS)}) "
@@ -150,7 +139,7 @@ class _ManyRows:
             conn.executemany(self.one, rows[full:])
 
 
-_insert_spans = _ManyRows(INSERT_SPAN, len(SPAN_COLS))
+_insert_chunks = _ManyRows(_INSERT_CHUNK, 3)
 _insert_traces = _ManyRows(_INSERT_TRACE, len(TRACE_COLS))
 _insert_tags = _ManyRows(_INSERT_TAG, 3)
 
@@ -272,24 +261,23 @@ def _recover_interrupted(conn: sqlite3.Connection) -> int:
     conn.execute("BEGIN IMMEDIATE")
     try:
         for tid, start in found:
-            key = {"start": start, "tid": tid}
-            conn.execute(
-                "UPDATE spans SET status = 'interrupted' WHERE trace_start_ns = :start "
-                "AND trace_id = :tid AND status = 'running'", key)
-            (n, tin, tout, tcached, llm, tools, errors, cost, end) = conn.execute(
-                """SELECT count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),
-                          coalesce(sum(cached_tokens), 0), coalesce(sum(span_type = 'llm_call'), 0),
-                          coalesce(sum(span_type = 'tool_call'), 0),
-                          coalesce(sum(status = 'error'), 0), coalesce(sum(cost_usd), 0),
-                          max(end_ns)
-                   FROM spans WHERE trace_start_ns = :start AND trace_id = :tid""", key,
-            ).fetchone()
-            plugins = [r[0] for r in conn.execute(
-                "SELECT DISTINCT plugin FROM spans WHERE trace_start_ns = :start "
-                "AND trace_id = :tid AND plugin IS NOT NULL", key)]
-            models = [r[0] for r in conn.execute(
-                "SELECT DISTINCT gkey FROM spans WHERE trace_start_ns = :start "
-                "AND trace_id = :tid AND span_type = 'llm_call' AND gkey IS NOT NULL", key)]
+            spans = latest_spans(r[0] for r in conn.execute(
+                "SELECT spans FROM span_chunks WHERE trace_start_ns = ? AND trace_id = ? "
+                "ORDER BY rowid", (start, tid)))
+            cut = [[*e[:E.STATUS], "interrupted", *e[E.STATUS + 1:]] for e in spans
+                   if e[E.STATUS] == "running"]
+            if cut:  # their latest version, after the running one
+                conn.execute(_INSERT_CHUNK, (start, tid, encode(cut)))
+            ends = [e[E.END] for e in spans if e[E.END] is not None]
+            end = max(ends) if ends else None
+            pairs: dict[tuple[str, str], None] = {}
+            for e in spans:
+                if e[E.TYPE] is not None:
+                    pairs["span_type", e[E.TYPE]] = None
+                if e[E.PLUGIN] is not None:
+                    pairs["plugin", e[E.PLUGIN]] = None
+                if e[E.GKEY] is not None and e[E.TYPE] in ("llm_call", "tool_call"):
+                    pairs["model" if e[E.TYPE] == "llm_call" else "tool", e[E.GKEY]] = None
             conn.execute(
                 """UPDATE traces SET status = 'interrupted', span_count = ?, input_tokens = ?,
                           output_tokens = ?, cached_tokens = ?, llm_calls = ?, tool_calls = ?,
@@ -297,10 +285,14 @@ def _recover_interrupted(conn: sqlite3.Connection) -> int:
                           duration_ns = CASE WHEN ? IS NULL THEN NULL ELSE ? - start_ns END,
                           plugins = ?, models = ?
                    WHERE trace_id = ?""",
-                (n, tin, tout, tcached, llm, tools, errors, cost, end, end, end,
-                 json.dumps(plugins), json.dumps(models), tid),
+                (len(spans), sum(e[E.TIN] for e in spans), sum(e[E.TOUT] for e in spans),
+                 sum(e[E.TCACHED] for e in spans), sum(e[E.TYPE] == "llm_call" for e in spans),
+                 sum(e[E.TYPE] == "tool_call" for e in spans),
+                 sum(e[E.STATUS] == "error" for e in spans), sum(e[E.COST] for e in spans),
+                 end, end, end,
+                 json.dumps([v for k, v in pairs if k == "plugin"]),
+                 json.dumps([v for k, v in pairs if k == "model"]), tid),
             )
-            pairs = conn.execute(TAGS_OF_TRACE, key).fetchall()
             conn.executemany("INSERT OR IGNORE INTO tag_values (kind, value) VALUES (?, ?)", pairs)
             conn.executemany(
                 "INSERT OR IGNORE INTO trace_tags (tag, start_ns, trace_id) "
@@ -388,7 +380,6 @@ class Writer:
         self.file_id: tuple[int, int] | None = None
         self.acc: dict[str, list] = {}  # trace id -> its totals so far (folding.new_totals)
         self.folder = SpanFolder(self.prices, encode)  # for records from spill files
-        self.on_disk: dict[str, None] = {}  # span ids whose "running" row is on disk
         self.running_traces: dict[str, tuple] = {}  # started rows, re-written if the file is lost
         self.plugins: dict[str, tuple] = {}
         self.tag_ids: dict[tuple[str, str], int] = {}  # (kind, value) -> its tag number
@@ -514,7 +505,6 @@ class Writer:
         except Exception:
             pass
         self.reopened += 1
-        self.on_disk.clear()
         self.cache.clear()
         self.cache.pending = {}  # (the spans they described were in the lost file)
         self.lost_file = True
@@ -534,16 +524,15 @@ class Writer:
         order). Trace totals are updated here, once, whatever happens to the write."""
         ends: dict[str, tuple] = {}
         starts: dict[str, tuple] = {}
-        inserts: list[tuple] = []
-        updates: list[tuple] = []
+        chunks: list[tuple] = []
         tags: list[tuple] = []
         plugins: dict[str, tuple] = {}
         minutes: dict[tuple, list] = {}
-        started: list[str] = []
+        running: dict[str, list] = {}  # trace id -> [trace start, running span entries...]
         accs = self.acc
-        on_disk = self.on_disk
         dropped = 0
-        for others, rows, parts, mins, *_ in folds:
+        rows = 0
+        for others, folded_chunks, parts, mins, *_ in folds:
             for rec in others:  # (a trace's start comes before its spans)
                 if rec[0] == "T" and rec[1] not in accs:
                     accs[rec[1]] = new_totals()
@@ -551,14 +540,9 @@ class Writer:
                 acc = accs.get(tid)
                 if acc is not None:  # (else a straggler after its trace's end, or a trace
                     merge_totals(acc, part)  # started before the store: its row has no totals)
-            if not on_disk:
-                inserts += rows
-            else:
-                for row in rows:
-                    if row[2] in on_disk:  # its "running" row is there: finish it
-                        updates.append((*row[3:], row[0], row[1], row[2]))
-                    else:
-                        inserts.append(row)
+            for chunk in folded_chunks:
+                chunks.append(chunk[:3])
+                rows += chunk[3]
             if not minutes:
                 minutes = mins
             else:
@@ -585,15 +569,15 @@ class Writer:
                     tags += [(start, tid, "plugin", v) for v in acc[PLUGINS]]
                     tags += [(start, tid, "model", v) for v in acc[MODELS]]
                     tags += [(start, tid, "tool", v) for v in acc[TOOLS]]
-                elif kind == "R":
-                    sid = rec[3]
-                    if sid not in on_disk:
-                        plugin, stype, name = rec[7], rec[6], rec[5]
-                        gkey = (name if stype not in ("llm_call", "tool_call", "plugin_call")
-                                else plugin if stype == "plugin_call" else None)
-                        inserts.append((rec[2], rec[1], sid, rec[4], name, stype, plugin, gkey,
-                                        rec[8], None, "running", 0, 0, 0, None, None, 0.0, None))
-                        started.append(sid)
+                elif kind == "R":  # a span still running: an entry its finished one replaces
+                    _, tid, tstart, sid, pid, name, stype, plugin, start = rec
+                    gkey = (name if stype not in ("llm_call", "tool_call", "plugin_call")
+                            else plugin if stype == "plugin_call" else None)
+                    entries = running.get(tid)
+                    if entries is None:
+                        entries = running[tid] = [tstart]
+                    entries.append((sid, pid, name, stype, plugin, gkey, start, None,
+                                    "running", 0, 0, 0, None, None, 0.0, None))
                 elif kind == "P":
                     plugins[rec[1]] = self.plugins[rec[1]] = rec[1:]
         if len(accs) > 200_000:  # traces that never end: forget the oldest
@@ -606,9 +590,12 @@ class Writer:
             except Exception:
                 del starts[tid]
                 dropped += 1
+        for tid, (tstart, *entries) in running.items():  # (plain values: they encode)
+            chunks.append((tstart, tid, encode(entries)))
+            rows += len(entries)
         self.dropped += dropped
-        rows = len(inserts) + len(updates) + len(ends) + len(starts)
-        return (ends, starts, inserts, updates, tags, plugins, minutes, started, rows)
+        rows += len(ends) + len(starts)
+        return (ends, starts, chunks, tags, plugins, minutes, rows)
 
     def fold_and_process(self, records: list[tuple]) -> tuple:
         """:meth:`process` for records not folded yet (a spill file's)."""
@@ -639,7 +626,7 @@ class Writer:
         """One attempt at writing a processed batch in one transaction. The rollup's
         minute rows go in with it; its hour and day rows when a second has passed since
         they were last written, or ``flush_rollup`` (a host's flush, close) asks."""
-        ends, starts, inserts, updates, tags, plugins, minutes, started, rows = payload
+        ends, starts, chunks, tags, plugins, minutes, rows = payload
         cache = self.cache
         coarse = fold(minutes, COARSE) if minutes else None
         write_coarse = bool(coarse or cache.pending) and (
@@ -656,10 +643,8 @@ class Writer:
                 if self.lost_file:  # what the lost file held that is still needed
                     conn.executemany(_INSERT_TRACE_START, list(self.running_traces.values()))
                     conn.executemany(_INSERT_PLUGIN, list(self.plugins.values()))
-                if inserts:
-                    _insert_spans(conn, inserts)
-                if updates:
-                    conn.executemany(_UPDATE_SPAN, updates)
+                if chunks:
+                    _insert_chunks(conn, chunks)
                 if tags:
                     ids = self.tag_ids
                     tag_rows = []
@@ -706,14 +691,6 @@ class Writer:
             self.rollup_due = time.monotonic() + self.rollup_interval
         elif coarse:
             cache.stage(coarse)
-        on_disk = self.on_disk
-        for row in updates:
-            on_disk.pop(row[-1], None)
-        for span_id in started:
-            on_disk[span_id] = None
-        if len(on_disk) > 200_000:  # spans that never end: forget the oldest
-            for span_id in list(on_disk)[:50_000]:
-                del on_disk[span_id]
         self.written += rows
         return True
 
@@ -977,7 +954,7 @@ class Writer:
             if pending:  # written first: what is subtracted next may be in it
                 self.cache.write_coarse(conn, {})
             self.cache.apply(conn, spans_aggs(conn, upto), sign=-1)
-            conn.execute("DELETE FROM spans WHERE trace_start_ns <= ?", (upto,))
+            conn.execute("DELETE FROM span_chunks WHERE trace_start_ns <= ?", (upto,))
             conn.execute("DELETE FROM trace_tags WHERE tag IN (SELECT tag FROM tag_values) "
                          "AND start_ns <= ?", (upto,))
             deleted = conn.execute("DELETE FROM traces WHERE start_ns <= ?", (upto,)).rowcount
