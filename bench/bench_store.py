@@ -32,7 +32,7 @@ from botrace.pricing import PriceTable
 from botrace.store import TraceStore
 from botrace.store.chunks import decode
 from botrace.store.folding import SpanFolder
-from botrace.store.jsontext import encode
+from botrace.store.jsontext import encode, encode_value
 from botrace.store.synthetic import synthetic_traces
 
 
@@ -175,7 +175,7 @@ def baseline(path: Path, traces: list) -> float:
     capture._accepting = True
     for item in traces:
         hooks(capture, item)
-    _, chunks, *_ = SpanFolder(PriceTable({}), encode).fold(capture._buf)
+    _, chunks, *_ = SpanFolder(PriceTable({}), encode_value).fold(capture._buf)
     rows = [(tstart, tid, *e[:-1], None if e[-1] is None else encode(e[-1]))
             for tstart, tid, text, _ in chunks for e in decode(text)]
     fresh(path)

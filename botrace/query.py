@@ -9,6 +9,7 @@ text ever put into SQL is chosen from the constant tables in this module.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -475,11 +476,15 @@ async def stats(conn: Any, group_by: Any = "stage", since_ns: Any = None, until_
     if by_trace:
         # the spans of the matching traces (traces index -> their span_chunks rows)
         cond = " AND ".join(f"t.{key} = ?" for key, _ in by_trace)  # keys: a constant tuple
+        cond_params: list[Any] = [v for _, v in by_trace]
+        if until is not None:  # (no span starts before its trace)
+            cond += " AND t.start_ns < ?"
+            cond_params.append(until)
         async with conn.execute(
                 "SELECT c.spans FROM traces t CROSS JOIN span_chunks c ON c.trace_start_ns = "
-                f"t.start_ns AND c.trace_id = t.trace_id WHERE {cond}",
-                [v for _, v in by_trace]) as cur:
-            _add_entries(groups, [r[0] for r in await cur.fetchall()], match, since, until)
+                f"t.start_ns AND c.trace_id = t.trace_id WHERE {cond}", cond_params) as cur:
+            texts = [r[0] for r in await cur.fetchall()]
+        await asyncio.to_thread(_add_entries, groups, texts, match, since, until)
     else:
         extra = "".join(f" AND {c}" for c in where)
         for grain, a, b in _cover(since, until, _GRAINS):
@@ -605,7 +610,9 @@ async def _add_edge(conn: Any, groups: dict[str, dict[str, Any]], match: tuple,
         return
     async with conn.execute("SELECT spans FROM span_chunks WHERE trace_start_ns >= ? "
                             "AND trace_start_ns < ?", (lowest, b)) as cur:
-        _add_entries(groups, [r[0] for r in await cur.fetchall()], match, a, b)
+        texts = [r[0] for r in await cur.fetchall()]
+    # (decoded off the event loop: at thousands of traces a second a minute holds millions)
+    await asyncio.to_thread(_add_entries, groups, texts, match, a, b)
 
 
 def _percentile(hist: list[tuple[int, int]], n: int, p: float) -> float:

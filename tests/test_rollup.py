@@ -260,12 +260,12 @@ def _folded_batches(traces: list, per: int) -> list[tuple]:
     """The traces' records as the feeder folds them, ``per`` traces a batch."""
     from botrace.pricing import PriceTable
     from botrace.store.folding import SpanFolder
-    from botrace.store.jsontext import encode
+    from botrace.store.jsontext import encode_value
     from botrace.store.synthetic import feed
 
     capture = TraceStore(Path("unused.db"))  # not opened: its hooks only gather records
     capture._accepting = True
-    folder = SpanFolder(PriceTable(PRICES), encode)
+    folder = SpanFolder(PriceTable(PRICES), encode_value)
     out = []
     for i in range(0, len(traces), per):
         for trace in traces[i:i + per]:

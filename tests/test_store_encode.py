@@ -51,3 +51,26 @@ def test_what_orjson_refuses_goes_to_the_stdlib() -> None:
     cycle.append(cycle)
     with pytest.raises(ValueError):
         writer.encode(cycle)
+
+
+def _entries() -> list[tuple]:
+    """Span entries as the fold makes them: plain values, the values' JSON bytes last."""
+    return [("a" * 16, None, "chat <b>", "llm_call", "weather", "gpt-4o", 10, 20, "ok",
+             3, 4, 0, 10, 79, 0.25, writer.encode_value(value))
+            for value in SAMPLES] + [("b" * 16, "a" * 16, "x", None, None, "x", 1, None,
+                                      "running", 0, 0, 0, None, None, 0.0, None)]
+
+
+def test_a_chunk_embeds_each_spans_values_as_they_were_encoded(monkeypatch) -> None:
+    entries = _entries()
+    expected = [[*e[:-1], None if e[-1] is None else json.loads(e[-1])] for e in entries]
+    fast = writer.encode_chunk(entries)
+    assert json.loads(fast) == expected
+    monkeypatch.setattr(writer, "_orjson_dumps", None)  # the stdlib's way
+    assert json.loads(writer.encode_chunk(entries)) == expected
+
+
+def test_a_chunk_orjson_refuses_is_written_by_the_stdlib() -> None:
+    (entry,) = _entries()[:1]
+    wide = (*entry[:9], 2**70, *entry[10:])  # (the fold never makes one: SQLite's 64 bits)
+    assert json.loads(writer.encode_chunk([wide]))[0][9] == 2**70

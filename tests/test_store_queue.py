@@ -12,7 +12,7 @@ from botrace.pricing import PriceTable
 from botrace.store import TraceStore
 from botrace.store.chunks import decode
 from botrace.store.folding import SpanFolder, span_record
-from botrace.store.jsontext import encode
+from botrace.store.jsontext import encode_value
 
 PRICES = {"gpt-4o": {"input": 2.5, "cached_input": 1.25, "output": 10.0}}
 
@@ -51,8 +51,8 @@ def finished_spans() -> list:
 
 def test_a_queued_span_folds_exactly_as_its_record() -> None:
     spans = finished_spans()
-    from_spans = SpanFolder(PriceTable(PRICES), encode).fold(list(spans))
-    from_records = SpanFolder(PriceTable(PRICES), encode).fold([span_record(s) for s in spans])
+    from_spans = SpanFolder(PriceTable(PRICES), encode_value).fold(list(spans))
+    from_records = SpanFolder(PriceTable(PRICES), encode_value).fold([span_record(s) for s in spans])
     assert from_spans == from_records
     others, chunks, parts, minutes, lost, error = from_spans
     assert others == [] and lost == 0 and error is None
@@ -171,7 +171,7 @@ def test_a_value_no_encoder_can_write_drops_its_span_only() -> None:
 
     (trace,) = synthetic_traces(1, spans=5, seed=4)
     trace.spans[2].meta = {"odd": _Unprintable()}
-    others, chunks, parts, minutes, lost, error = SpanFolder(PriceTable(PRICES), encode).fold(
+    others, chunks, parts, minutes, lost, error = SpanFolder(PriceTable(PRICES), encode_value).fold(
         list(trace.spans))
     assert lost == 1 and isinstance(error, RuntimeError)
     ((tstart, tid, text, n),) = chunks

@@ -58,7 +58,7 @@ from botrace.hookspecs import hookimpl
 from botrace.pricing import PriceTable
 from botrace.query import QueryError
 from botrace.store.folding import SpanFolder, span_record
-from botrace.store.jsontext import encode
+from botrace.store.jsontext import encode_value
 from botrace.store.writer import (
     StoreError,
     Writer,
@@ -164,7 +164,7 @@ class TraceStore:
         self._replies: dict[int, tuple[asyncio.Future, Any]] = {}
         self._wstats: dict[str, Any] = {}
         self._plugins_seen: dict[str, Any] = {}  # dispatcher thread
-        self._folder = SpanFolder(PriceTable(self.price_table), encode)  # feeder thread
+        self._folder = SpanFolder(PriceTable(self.price_table), encode_value)  # feeder thread
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._send: Any = None

@@ -27,6 +27,7 @@ from typing import Any
 
 from botrace.pricing import PriceTable
 from botrace.schema import DUR_BUCKET_BASE
+from botrace.store.jsontext import encode_chunk
 from botrace.store.rollup import MINUTE, new_agg
 
 __all__ = ["SpanFolder", "merge_totals", "new_totals", "span_record"]
@@ -75,7 +76,8 @@ def span_record(span: Any) -> tuple:
 
 
 def _tok(value: Any) -> int:
-    return value if type(value) is int and value > 0 else 0
+    """A token count as given, if it is one (SQLite holds 64-bit integers)."""
+    return value if type(value) is int and 0 < value < 1 << 63 else 0
 
 
 class SpanFolder:
@@ -148,6 +150,12 @@ class SpanFolder:
                 data["error"] = err
             if trunc:
                 data["truncated"] = True
+            try:
+                text = encode(data) if data else None
+            except Exception as exc:  # a value JSON cannot hold: count it, go on
+                lost += 1
+                error = exc
+                continue
             slot = slots.get(tid)
             if slot is None:
                 slot = slots[tid] = (new_totals(), [], tstart)
@@ -197,7 +205,7 @@ class SpanFolder:
             if plugin is not None:
                 part[PLUGINS][plugin] = None
             slot[1].append((sid, pid, name, stype, plugin, gkey, start, end, status, tin, tout,
-                            tc, self_ns, bucket, cost, data or None))
+                            tc, self_ns, bucket, cost, text))
             if dur is not None:
                 key = (start - start % minute, stype or "", gkey or "", name or "",
                        plugin or "", status)
@@ -227,9 +235,9 @@ class SpanFolder:
             parts[tid] = part
             n = len(entries)
             try:
-                text = encode(entries)
-            except Exception:  # a value JSON cannot hold: leave out that span only
-                text, bad, error = _encode_each(encode, entries)
+                text = encode_chunk(entries)
+            except Exception:  # a name JSON cannot hold: leave out that span only
+                text, bad, error = _encode_each(entries)
                 lost += bad  # (its trace's totals and the statistics still count it)
                 n -= bad
                 if not text:
@@ -238,13 +246,13 @@ class SpanFolder:
         return others, chunks, parts, minutes, lost, error
 
 
-def _encode_each(encode: Any, entries: list[tuple]) -> tuple[str | None, int, Any]:
+def _encode_each(entries: list[tuple]) -> tuple[str | None, int, Any]:
     """A chunk's JSON entry by entry: ``(text or None, entries left out, last error)``."""
     texts = []
     error = None
     for entry in entries:
         try:
-            texts.append(encode(entry))
+            texts.append(encode_chunk([entry])[1:-1])
         except Exception as exc:
             error = exc
     bad = len(entries) - len(texts)

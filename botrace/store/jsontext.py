@@ -11,7 +11,7 @@ import json
 from itertools import chain
 from typing import Any
 
-__all__ = ["encode", "encode_hist"]
+__all__ = ["encode", "encode_chunk", "encode_hist", "encode_value"]
 
 _json_safe = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=repr).encode
 try:  # the C encoder made once: json.dumps builds one per call (half its cost on small dicts)
@@ -27,8 +27,10 @@ try:  # optional: pip install 'botrace[speed]'
     _ORJSON_OPTIONS = (orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS
                        | orjson.OPT_PASSTHROUGH_DATETIME)
     _orjson_dumps = orjson.dumps
+    _fragment = getattr(orjson, "Fragment", None)  # JSON bytes embedded as they are (3.10+)
 except ImportError:  # pragma: no cover - exercised by the test that hides orjson
     _orjson_dumps = None
+    _fragment = None
 
 
 def encode(value: Any) -> str:
@@ -48,6 +50,36 @@ def encode(value: Any) -> str:
         except RecursionError:
             pass  # a cycle: the checking encoder below says so
     return _json_safe(value)
+
+
+def encode_value(value: Any) -> bytes:
+    """:func:`encode` as UTF-8 bytes (what orjson writes: no copy to a str), for a span's
+    values, which :func:`encode_chunk` then embeds as they are."""
+    if _orjson_dumps is not None:
+        try:
+            return _orjson_dumps(value, default=repr, option=_ORJSON_OPTIONS)
+        except (TypeError, ValueError):
+            pass
+    return encode(value).encode()
+
+
+def encode_chunk(entries: list[tuple]) -> str:
+    """A JSON array of span entries: plain values, the last one of each :func:`encode_value`
+    bytes (or None). The entries hold no dict or list, so the collector untracks them
+    while a batch is folded. Raises if an entry cannot be written (the caller then writes
+    the entries one by one)."""
+    if _orjson_dumps is not None and _fragment is not None:
+        try:
+            return _orjson_dumps(entries, default=_fragment).decode()
+        except (TypeError, ValueError):  # (an int wider than 64 bits, a lone surrogate)
+            pass
+    return f"[{','.join([_entry_text(e) for e in entries])}]"
+
+
+def _entry_text(entry: tuple) -> str:
+    head = encode(entry[:-1])  # "[...]"
+    data = entry[-1]
+    return f"{head[:-1]},{'null' if data is None else data.decode()}]"
 
 
 def encode_hist(hist: dict[int, int]) -> str:

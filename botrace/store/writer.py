@@ -73,7 +73,7 @@ from botrace.store.folding import (
     merge_totals,
     new_totals,
 )
-from botrace.store.jsontext import encode
+from botrace.store.jsontext import encode, encode_value
 from botrace.store.rollup import (
     COARSE,
     MINUTE,
@@ -379,7 +379,7 @@ class Writer:
         self.conn: sqlite3.Connection | None = None
         self.file_id: tuple[int, int] | None = None
         self.acc: dict[str, list] = {}  # trace id -> its totals so far (folding.new_totals)
-        self.folder = SpanFolder(self.prices, encode)  # for records from spill files
+        self.folder = SpanFolder(self.prices, encode_value)  # for records from spill files
         self.running_traces: dict[str, tuple] = {}  # started rows, re-written if the file is lost
         self.plugins: dict[str, tuple] = {}
         self.tag_ids: dict[tuple[str, str], int] = {}  # (kind, value) -> its tag number
