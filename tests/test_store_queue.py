@@ -177,3 +177,40 @@ def test_a_value_no_encoder_can_write_drops_its_span_only() -> None:
     ((tstart, tid, text, n),) = chunks
     assert n == 4 and [e[0] for e in decode(text)] == [
         s.span_id for i, s in enumerate(trace.spans) if i != 2]
+
+
+def test_a_span_running_in_one_batch_and_finished_in_the_next_of_one_transaction(
+        tmp_path: Path) -> None:
+    """A busy writer puts several batches in one transaction: a span's "running" entry
+    (batch 1) must land before its finished one (batch 2), so the finished one is the
+    latest version the tree and the ``spans`` view read."""
+    import sqlite3
+
+    from botrace.store.chunks import latest_spans
+    from botrace.store.synthetic import synthetic_traces
+    from botrace.store.writer import Writer, prepare_database
+
+    (trace,) = synthetic_traces(1, spans=3, seed=5)
+    root, *children = sorted(trace.spans, key=lambda s: s.start_ns)
+    folder = SpanFolder(PriceTable(PRICES), encode_value)
+    first = folder.fold([
+        ("T", trace.trace_id, trace.start_ns, trace.name, trace.attributes),
+        *children,
+        ("R", trace.trace_id, trace.start_ns, root.span_id, None, root.name, root.span_type,
+         None, root.start_ns)])
+    second = folder.fold([
+        root, ("F", trace.trace_id, trace.start_ns, trace.name, trace.attributes, "ok",
+               trace.end_ns, 0, False)])
+    db = tmp_path / "coalesced.db"
+    prepare_database(db)
+    writer = Writer({"path": str(db)}, lambda msg: None)
+    writer.connect()
+    assert writer.write(writer.process([first, second]))
+    conn = sqlite3.connect(db)
+    texts = [r[0] for r in conn.execute("SELECT spans FROM span_chunks ORDER BY rowid")]
+    assert len(texts) == 3  # the children, the root running, the root finished
+    spans = {e[0]: e for e in latest_spans(texts)}
+    assert spans[root.span_id][8] == root.status != "running"
+    assert conn.execute("SELECT status FROM spans WHERE span_id = ?",
+                        (root.span_id,)).fetchall() == [(root.status,)]
+    assert conn.execute("SELECT status, span_count FROM traces").fetchall() == [("ok", 3)]

@@ -528,7 +528,6 @@ class Writer:
         tags: list[tuple] = []
         plugins: dict[str, tuple] = {}
         minutes: dict[tuple, list] = {}
-        running: dict[str, list] = {}  # trace id -> [trace start, running span entries...]
         accs = self.acc
         dropped = 0
         rows = 0
@@ -547,6 +546,7 @@ class Writer:
                 minutes = mins
             else:
                 merge_aggs(minutes, mins)
+            running: dict[str, list] = {}  # trace id -> [trace start, running entries...]
             for rec in others:
                 kind = rec[0]
                 if kind == "T":
@@ -580,6 +580,11 @@ class Writer:
                                     "running", 0, 0, 0, None, None, 0.0, None))
                 elif kind == "P":
                     plugins[rec[1]] = self.plugins[rec[1]] = rec[1:]
+            # after this batch's chunks, before a later batch's (where these spans may
+            # finish): the latest version of a span is its highest rowid
+            for tid, (tstart, *entries) in running.items():  # (plain values: they encode)
+                chunks.append((tstart, tid, encode(entries)))
+                rows += len(entries)
         if len(accs) > 200_000:  # traces that never end: forget the oldest
             for old in list(accs)[:20_000]:
                 del accs[old]
@@ -590,9 +595,6 @@ class Writer:
             except Exception:
                 del starts[tid]
                 dropped += 1
-        for tid, (tstart, *entries) in running.items():  # (plain values: they encode)
-            chunks.append((tstart, tid, encode(entries)))
-            rows += len(entries)
         self.dropped += dropped
         rows += len(ends) + len(starts)
         return (ends, starts, chunks, tags, plugins, minutes, rows)
