@@ -204,10 +204,11 @@ async def test_a_dead_writer_is_logged_counted_and_the_store_stops_accepting(
     with caplog.at_level("ERROR", logger="botrace.store"):
         os.kill(store._proc.pid, signal.SIGKILL)
         await wait_for(lambda: "died" in (store.health()["last_error"] or ""))
+        # (the reader thread logs it just after it publishes the error: wait for both)
+        await wait_for(lambda: any("writer died" in r.getMessage() for r in caplog.records))
     health = store.health()
     assert health["state"] == "degraded"
     assert health["dropped"] == queued  # what was waiting is counted as lost
-    assert any("writer died" in r.getMessage() for r in caplog.records)
     accepted = store.accepted
     feed_all(store, synthetic_traces(2, seed=3))  # the hooks now do nothing
     assert store.accepted == accepted
