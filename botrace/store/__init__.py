@@ -17,8 +17,9 @@ Write path (never on the host's path)::
 
 A span that starts and finishes within one batch is written once; a span still
 running when its batch is taken is written as ``running`` and written again, in a later
-chunk that supersedes it, when it finishes (``botrace.store.chunks``). So a process killed mid-message leaves its trace and every span flushed
-so far; the next :meth:`TraceStore.open` marks them ``interrupted``. The store has no
+chunk that supersedes it, when it finishes (``botrace.store.chunks``). So a process
+killed mid-message leaves its trace and every span flushed so far; the next
+:meth:`TraceStore.open` marks them ``interrupted``. The store has no
 ``botrace_span_started`` hook: the feeder finds running spans in the span lists of the
 traces still open (looking only at the spans added since the last batch), so the
 dispatcher calls nothing per span start for the store.

@@ -11,6 +11,10 @@ turns every finished span (``"S"``) into
   writes into the trace's row when the trace ends;
 - its share of the per-minute statistics rollup (``botrace.store.rollup``).
 
+A span still running (``"R"``, added when the batch was taken) becomes a ``running``
+entry in its trace's chunk, after that batch's finished spans and before any later
+batch's, where its finished version replaces it (``botrace.store.chunks``).
+
 The other records pass through in order. The feeder thread folds every batch before
 it pickles it, so this work runs on the host's side, next to the hooks that left a
 core mostly idle, while the writer's core does SQLite; the writer folds only what
@@ -108,7 +112,17 @@ class SpanFolder:
         for rec in records:
             if type(rec) is tuple:
                 if rec[0] != "S":
-                    others.append(rec)
+                    if rec[0] == "R":  # still running: an entry its finished one replaces
+                        _, tid, tstart, sid, pid, name, stype, plugin, start = rec
+                        slot = slots.get(tid)
+                        if slot is None:
+                            slot = slots[tid] = (new_totals(), [], tstart)
+                        gkey = (name if stype not in ("llm_call", "tool_call", "plugin_call")
+                                else plugin if stype == "plugin_call" else None)
+                        slot[1].append((sid, pid, name, stype, plugin, gkey, start, None,
+                                        "running", 0, 0, 0, None, None, 0.0, None))
+                    else:
+                        others.append(rec)
                     continue
                 (_, tid, tstart, sid, pid, name, stype, plugin, start, end, status, err, inp,
                  out, meta, events, trunc) = rec

@@ -18,7 +18,7 @@ Records (first item is the kind)::
     ("S", trace_id, trace_start_ns, span_id, parent_id, name, span_type, plugin_name,
           start_ns, end_ns, status, error, input, output, meta, events, truncated)  span finished
     ("R", trace_id, trace_start_ns, span_id, parent_id, name, span_type, plugin_name,
-          start_ns)                             span still running when its batch was taken
+          start_ns)          span still running when its batch was taken (folded into its chunk)
     ("F", trace_id, start_ns, name, attributes, status, end_ns, dropped_spans, truncated)
     ("P", name, display_name, plugin_type, version)                   a plugin's description
 
@@ -546,7 +546,6 @@ class Writer:
                 minutes = mins
             else:
                 merge_aggs(minutes, mins)
-            running: dict[str, list] = {}  # trace id -> [trace start, running entries...]
             for rec in others:
                 kind = rec[0]
                 if kind == "T":
@@ -569,22 +568,8 @@ class Writer:
                     tags += [(start, tid, "plugin", v) for v in acc[PLUGINS]]
                     tags += [(start, tid, "model", v) for v in acc[MODELS]]
                     tags += [(start, tid, "tool", v) for v in acc[TOOLS]]
-                elif kind == "R":  # a span still running: an entry its finished one replaces
-                    _, tid, tstart, sid, pid, name, stype, plugin, start = rec
-                    gkey = (name if stype not in ("llm_call", "tool_call", "plugin_call")
-                            else plugin if stype == "plugin_call" else None)
-                    entries = running.get(tid)
-                    if entries is None:
-                        entries = running[tid] = [tstart]
-                    entries.append((sid, pid, name, stype, plugin, gkey, start, None,
-                                    "running", 0, 0, 0, None, None, 0.0, None))
                 elif kind == "P":
                     plugins[rec[1]] = self.plugins[rec[1]] = rec[1:]
-            # after this batch's chunks, before a later batch's (where these spans may
-            # finish): the latest version of a span is its highest rowid
-            for tid, (tstart, *entries) in running.items():  # (plain values: they encode)
-                chunks.append((tstart, tid, encode(entries)))
-                rows += len(entries)
         if len(accs) > 200_000:  # traces that never end: forget the oldest
             for old in list(accs)[:20_000]:
                 del accs[old]
