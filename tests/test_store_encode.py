@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import enum
 import json
 
 import pytest
@@ -27,6 +30,28 @@ def test_orjson_and_the_stdlib_write_the_same_values(value, monkeypatch) -> None
     slow = writer.encode(value)
     assert json.loads(fast) == json.loads(slow)
     assert "\\u00e9" not in fast and "\\u00e9" not in slow  # non-ASCII kept as is
+
+
+@dataclasses.dataclass
+class _Point:
+    x: int
+
+
+class _Colour(enum.Enum):
+    RED = "red"
+
+
+class _Key(str):
+    pass
+
+
+@pytest.mark.parametrize("value", [*SAMPLES, {"when": datetime.datetime(2026, 11, 22, 10, 0)},
+                                   {"point": _Point(3)}, {_Key("k"): 1}, {"c": _Colour.RED},
+                                   {"n": 2**70}, {"f": float("nan")}])
+def test_a_spans_values_are_written_as_encode_writes_them(value) -> None:
+    # encode_value tries orjson on plain JSON first (str keys, no objects); whatever that
+    # refuses must come out as encode() writes it
+    assert writer.encode_value(value) == writer.encode(value).encode()
 
 
 def test_orjson_is_used_when_installed(monkeypatch) -> None:
