@@ -26,18 +26,18 @@ def test_commit_interval_doubles_while_busy_and_halves_when_idle(tmp_path: Path)
                lambda m: None)
     w._duty_since = now = 0.0
     seen = []
-    for _ in range(6):  # busy 0.8 s of every second
+    for _ in range(6):  # busy 0.3 s of every second
         now += 1.0
-        w._pace(0.8, now)
+        w._pace(0.3, now)
         seen.append(w.interval)
     assert seen == [0.2, 0.4, 0.8, 1.0, 1.0, 1.0]
     now += 1.0
-    w._pace(0.4, now)  # between a quarter and a half: stays
+    w._pace(0.2, now)  # between a tenth and a quarter: stays
     assert w.interval == 1.0
     seen = []
     for _ in range(6):  # idle most of the time
         now += 1.0
-        w._pace(0.1, now)
+        w._pace(0.05, now)
         seen.append(w.interval)
     assert seen == [0.5, 0.25, 0.125, 0.1, 0.1, 0.1]
     # less than a second since the last look: only added up
