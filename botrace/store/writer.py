@@ -363,7 +363,7 @@ class Writer:
         # session and umo touch a page per key. The interval is `min_interval` while the
         # writer has time to spare and doubles, up to `max_interval`, while it is busy more
         # than a quarter of the time (halving again below a tenth: a commit's pages cost
-        # ~15 % of the writer's CPU at 100 ms and 5,000 traces/s, eighth session): under
+        # ~15 % of the writer's CPU at 100 ms and 5,000 traces/s, ninth session): under
         # heavy load one commit serves thousands of traces, under light load (a chatbot's
         # rates) a trace is queryable within 0.1 s.
         self.min_interval = float(cfg.get("min_interval", 0.1))
