@@ -109,6 +109,7 @@ class SpanFolder:
         minute = MINUTE
         lost = 0
         error = None
+        lo = hi = 0  # the minute [lo, hi) of the last span (a span's minute is one compare)
         for rec in records:
             if type(rec) is tuple:
                 if rec[0] != "S":
@@ -221,8 +222,10 @@ class SpanFolder:
             slot[1].append((sid, pid, name, stype, plugin, gkey, start, end, status, tin, tout,
                             tc, self_ns, bucket, cost, text))
             if dur is not None:
-                key = (start - start % minute, stype or "", gkey or "", name or "",
-                       plugin or "", status)
+                if not lo <= start < hi:
+                    lo = start - start % minute
+                    hi = lo + minute
+                key = (lo, stype or "", gkey or "", name or "", plugin or "", status)
                 agg = minutes.get(key)
                 if agg is None:
                     agg = minutes[key] = new_agg(tstart)
