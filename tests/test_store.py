@@ -129,7 +129,7 @@ CRASH_SCRIPT = textwrap.dedent("""
         store = TraceStore(sys.argv[1], flush_interval=0.0)
         store.retention_days = 0
         await store.open()
-        trace = next(synthetic_traces(1, spans=12))
+        trace = next(synthetic_traces(1, spans=20))
         # the leaves finish, the root and the stages never do
         done = [s for s in trace.spans if s.span_type not in ("message", "pipeline_stage")]
         for span in trace.spans:
@@ -169,9 +169,23 @@ async def test_trace_running_when_process_dies_is_interrupted_after_restart(db: 
         assert statuses.count("ok") + statuses.count("error") == int(finished)
         assert statuses.count("interrupted") == int(total) - int(finished)
         assert len(doc["tree"]) == 1 and doc["tree"][0]["status"] == "interrupted"
-        # its tags were rebuilt from the spans kept, so filters find it
-        assert (await store.list_traces({"span_type": "llm_call",
-                                         "status": "interrupted"}))["total"] == 1
+        # its totals and tags were rebuilt from the spans kept, so filters find it
+        spans = doc["spans"]
+        llm = [s for s in spans if s["span_type"] == "llm_call"]
+        tools = [s for s in spans if s["span_type"] == "tool_call"]
+        plugins = {s["plugin"]["name"] for s in spans if s["plugin"]}
+        models = {s["meta"]["model"] for s in llm}
+        assert llm and tools and plugins
+        assert (summary["llm_calls"], summary["tool_calls"]) == (len(llm), len(tools))
+        assert summary["input_tokens"] == sum(s["meta"]["input_tokens"] for s in llm)
+        assert summary["error_count"] == statuses.count("error")
+        assert set(summary["plugins"]) == plugins and set(summary["models"]) == models
+        for key, values in (("span_type", {s["span_type"] for s in spans}),
+                            ("plugin", plugins), ("model", models),
+                            ("tool", {s["meta"]["tool_name"] for s in tools})):
+            for value in values:
+                assert (await store.list_traces({key: value, "status": "interrupted"})
+                        )["total"] == 1, (key, value)
 
 
 def _alive(pid: int) -> bool:

@@ -31,10 +31,12 @@ from typing import Any
 
 from botrace.pricing import PriceTable
 from botrace.schema import DUR_BUCKET_BASE
+from botrace.store import chunks as E
 from botrace.store.jsontext import encode_chunk
 from botrace.store.rollup import MINUTE, new_agg
 
-__all__ = ["SpanFolder", "merge_totals", "new_totals", "span_record"]
+__all__ = ["SpanFolder", "entry_totals", "merge_totals", "new_totals", "span_record",
+           "tag_pairs"]
 
 _LOG_BASE = math.log(DUR_BUCKET_BASE)
 _MAX_PARENTS = 500_000  # unfinished parents remembered (spans that never end: oldest go)
@@ -63,6 +65,40 @@ def merge_totals(into: list, part: list) -> None:
     into[PLUGINS].update(part[PLUGINS])
     into[MODELS].update(part[MODELS])
     into[TOOLS].update(part[TOOLS])
+
+
+def entry_totals(entries: list[list]) -> list:
+    """A trace's totals (:func:`new_totals`) from its stored span entries (crash recovery
+    rebuilds an interrupted trace's row from them)."""
+    acc = new_totals()
+    for e in entries:
+        stype, gkey = e[E.TYPE], e[E.GKEY]
+        acc[SPANS] += 1
+        acc[INPUT] += e[E.TIN]
+        acc[OUTPUT] += e[E.TOUT]
+        acc[CACHED] += e[E.TCACHED]
+        acc[COST] += e[E.COST]
+        if e[E.STATUS] == "error":
+            acc[ERRORS] += 1
+        if stype == "llm_call":
+            acc[LLM] += 1
+            if gkey is not None:
+                acc[MODELS][gkey] = None
+        elif stype == "tool_call":
+            acc[TOOL_CALLS] += 1
+            if gkey is not None:
+                acc[TOOLS][gkey] = None
+        if stype is not None:
+            acc[TYPES][stype] = None
+        if e[E.PLUGIN] is not None:
+            acc[PLUGINS][e[E.PLUGIN]] = None
+    return acc
+
+
+def tag_pairs(acc: list) -> list[tuple[str, Any]]:
+    """The ``(kind, value)`` tags of a trace with totals ``acc``: what the list filters by."""
+    return ([("span_type", v) for v in acc[TYPES]] + [("plugin", v) for v in acc[PLUGINS]]
+            + [("model", v) for v in acc[MODELS]] + [("tool", v) for v in acc[TOOLS]])
 
 
 def span_record(span: Any) -> tuple:

@@ -67,11 +67,11 @@ from botrace.store.folding import (
     PLUGINS,
     SPANS,
     TOOL_CALLS,
-    TOOLS,
-    TYPES,
     SpanFolder,
+    entry_totals,
     merge_totals,
     new_totals,
+    tag_pairs,
 )
 from botrace.store.jsontext import encode, encode_value
 from botrace.store.rollup import (
@@ -270,14 +270,7 @@ def _recover_interrupted(conn: sqlite3.Connection) -> int:
                 conn.execute(_INSERT_CHUNK, (start, tid, encode(cut)))
             ends = [e[E.END] for e in spans if e[E.END] is not None]
             end = max(ends) if ends else None
-            pairs: dict[tuple[str, str], None] = {}
-            for e in spans:
-                if e[E.TYPE] is not None:
-                    pairs["span_type", e[E.TYPE]] = None
-                if e[E.PLUGIN] is not None:
-                    pairs["plugin", e[E.PLUGIN]] = None
-                if e[E.GKEY] is not None and e[E.TYPE] in ("llm_call", "tool_call"):
-                    pairs["model" if e[E.TYPE] == "llm_call" else "tool", e[E.GKEY]] = None
+            acc = entry_totals(spans)
             conn.execute(
                 """UPDATE traces SET status = 'interrupted', span_count = ?, input_tokens = ?,
                           output_tokens = ?, cached_tokens = ?, llm_calls = ?, tool_calls = ?,
@@ -285,14 +278,11 @@ def _recover_interrupted(conn: sqlite3.Connection) -> int:
                           duration_ns = CASE WHEN ? IS NULL THEN NULL ELSE ? - start_ns END,
                           plugins = ?, models = ?
                    WHERE trace_id = ?""",
-                (len(spans), sum(e[E.TIN] for e in spans), sum(e[E.TOUT] for e in spans),
-                 sum(e[E.TCACHED] for e in spans), sum(e[E.TYPE] == "llm_call" for e in spans),
-                 sum(e[E.TYPE] == "tool_call" for e in spans),
-                 sum(e[E.STATUS] == "error" for e in spans), sum(e[E.COST] for e in spans),
-                 end, end, end,
-                 json.dumps([v for k, v in pairs if k == "plugin"]),
-                 json.dumps([v for k, v in pairs if k == "model"]), tid),
+                (acc[SPANS], acc[INPUT], acc[OUTPUT], acc[CACHED], acc[LLM], acc[TOOL_CALLS],
+                 acc[ERRORS], acc[COST], end, end, end, json.dumps(list(acc[PLUGINS])),
+                 json.dumps(list(acc[MODELS])), tid),
             )
+            pairs = tag_pairs(acc)
             conn.executemany("INSERT OR IGNORE INTO tag_values (kind, value) VALUES (?, ?)", pairs)
             conn.executemany(
                 "INSERT OR IGNORE INTO trace_tags (tag, start_ns, trace_id) "
@@ -566,10 +556,7 @@ class Writer:
                         continue
                     starts.pop(tid, None)
                     ends[tid] = row
-                    tags += [(start, tid, "span_type", v) for v in acc[TYPES]]
-                    tags += [(start, tid, "plugin", v) for v in acc[PLUGINS]]
-                    tags += [(start, tid, "model", v) for v in acc[MODELS]]
-                    tags += [(start, tid, "tool", v) for v in acc[TOOLS]]
+                    tags += [(start, tid, kind, v) for kind, v in tag_pairs(acc)]
                 elif kind == "P":
                     plugins[rec[1]] = self.plugins[rec[1]] = rec[1:]
         if len(accs) > 200_000:  # traces that never end: forget the oldest
