@@ -18,7 +18,7 @@ import time
 
 from botrace.store import TraceStore
 from botrace.store.synthetic import synthetic_traces
-from webui.livehub import LiveHub
+from botrace_webui.livehub import LiveHub
 
 
 def _spans(n: int) -> list:

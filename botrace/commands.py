@@ -140,16 +140,16 @@ def botrace_register_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def _import_webui() -> Any:
     # botrace never imports webui at import time (layering); serve needs it now
-    return importlib.import_module("webui")
+    return importlib.import_module("botrace_webui")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         webui = _import_webui()
     except ModuleNotFoundError as exc:
-        if exc.name != "webui":
+        if exc.name != "botrace_webui":
             raise
-        print("botrace serve: the web UI package 'webui' is not installed "
+        print("botrace serve: the web UI package 'botrace_webui' is not installed "
               "(install botrace with its web UI)", file=sys.stderr)
         return 2
     from botrace.store import StoreError

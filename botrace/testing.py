@@ -118,7 +118,7 @@ class capture_spans:
     """Capture spans made inside the block; a context manager, ``with`` or ``async with``.
 
     ``plugins`` registers plugin module prefixes for attribution, e.g.
-    ``capture_spans(plugins={"plugins_example.weather": PluginRef("weather")})``.
+    ``capture_spans(plugins={"botrace_plugins_example.weather": PluginRef("weather")})``.
     Pass ``tracer=`` to capture from an existing tracer instead (then no root
     of its own is opened: capture the traces your host makes).
     """

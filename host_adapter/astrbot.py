@@ -16,7 +16,7 @@ each stage's ``process`` in ``core.pipeline.stage.registered_stages``  ``pipelin
 Importing this module does not import AstrBot; :meth:`AstrBotAdapter.install`
 does, and returns an undo function::
 
-    from host_adapter.astrbot import AstrBotAdapter
+    from botrace_host_adapter.astrbot import AstrBotAdapter
 
     adapter = AstrBotAdapter(config=lifecycle.astrbot_config)   # cmd_config.json's object
     tracer = Tracer.from_host(adapter)                           # trace_enable from AstrBot's config
@@ -41,8 +41,8 @@ from typing import TYPE_CHECKING, Any
 
 from botrace.attribution import BUILTIN, THIRD_PARTY, PluginRef
 from botrace.hookspecs import hookimpl
-from host_adapter.emitter import SpanEmitter, iterate_in_span
-from host_adapter.hooks import HostHooks
+from botrace_host_adapter.emitter import SpanEmitter, iterate_in_span
+from botrace_host_adapter.hooks import HostHooks
 
 if TYPE_CHECKING:
     from botrace.config import Settings
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AstrBotAdapter", "describe_astrbot_event"]
 
-log = logging.getLogger("host_adapter.astrbot")
+log = logging.getLogger("botrace_host_adapter.astrbot")
 
 _SCHEDULER = "astrbot.core.pipeline.scheduler"
 _STAGES = "astrbot.core.pipeline.stage"

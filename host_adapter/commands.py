@@ -1,7 +1,7 @@
 """The host adapter's contribution to the ``botrace`` command: ``botrace demo``.
 
 Loaded through the ``botrace`` entry-point group (``host_adapter =
-"host_adapter.commands"``), so it must stay cheap to import: the demo's
+"botrace_host_adapter.commands"``), so it must stay cheap to import: the demo's
 modules are imported only when the command runs.
 """
 
@@ -16,7 +16,7 @@ __all__ = ["botrace_register_commands"]
 
 @hookimpl
 def botrace_register_commands(subparsers: argparse._SubParsersAction) -> None:
-    from host_adapter import demo
+    from botrace_host_adapter import demo
 
     p = subparsers.add_parser(
         "demo", help="run the reference chatbot host with example plugins and the Trace page",

@@ -26,7 +26,7 @@ from typing import Any
 
 __all__ = ["JsonConfigFile"]
 
-log = logging.getLogger("host_adapter.config")
+log = logging.getLogger("botrace_host_adapter.config")
 
 
 class JsonConfigFile(Mapping[str, Any]):

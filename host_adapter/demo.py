@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from botrace.hookspecs import hookimpl
-from host_adapter.refhost.driver import ConversationDriver
-from host_adapter.refhost.event import MessageEvent
-from host_adapter.refhost.host import RefHost
-from host_adapter.refhost.providers.openai_compat import OpenAICompatProvider
-from host_adapter.refhost.tracing import connect, disconnect
+from botrace_host_adapter.refhost.driver import ConversationDriver
+from botrace_host_adapter.refhost.event import MessageEvent
+from botrace_host_adapter.refhost.host import RefHost
+from botrace_host_adapter.refhost.providers.openai_compat import OpenAICompatProvider
+from botrace_host_adapter.refhost.tracing import connect, disconnect
 
 __all__ = ["add_arguments", "chat_function", "run_demo"]
 
@@ -128,7 +128,7 @@ async def _open_store(path: Path) -> Any:
 
 async def _serve(args: argparse.Namespace, tracer: Any, store: Any, host: RefHost) -> Any:
     try:
-        import webui
+        import botrace_webui as webui
     except ImportError:
         webui = None
     token = _token(args)
@@ -139,7 +139,7 @@ async def _serve(args: argparse.Namespace, tracer: Any, store: Any, host: RefHos
     else:
         from aiohttp import web
 
-        from host_adapter.placeholder import create_placeholder_app
+        from botrace_host_adapter.placeholder import create_placeholder_app
 
         runner = web.AppRunner(create_placeholder_app(chat_function(host)), access_log=None)
         await runner.setup()
@@ -160,7 +160,7 @@ def _check_bind(args: argparse.Namespace) -> None:
     if args.no_web:
         return
     try:
-        from webui.app import check_bind
+        from botrace_webui.app import check_bind
     except ImportError:  # the placeholder page has no login: a token cannot guard it
         if args.host not in ("127.0.0.1", "localhost", "::1"):
             raise SystemExit("botrace demo: without webui the page has no login; "

@@ -4,7 +4,7 @@ botrace asks the host three things through pluggy hooks — which plugin owns
 a module, what an event is, where the settings live — and tells it one:
 that a setting changed at run time (the web page's switch), so the host can
 write it back to its own config file. :class:`HostHooks` answers them from
-a few plain callables and a :class:`~host_adapter.configfile.JsonConfigFile`;
+a few plain callables and a :class:`~botrace_host_adapter.configfile.JsonConfigFile`;
 a host adapter builds one and registers it on the tracer::
 
     hooks = HostHooks(config=cfg, describe_event=describe, resolve_plugin=resolve)
@@ -28,11 +28,11 @@ from botrace.hookspecs import hookimpl
 if TYPE_CHECKING:
     from botrace.config import Settings
     from botrace.tracer import Tracer
-    from host_adapter.configfile import JsonConfigFile
+    from botrace_host_adapter.configfile import JsonConfigFile
 
 __all__ = ["HostHooks", "PluginAttribution"]
 
-log = logging.getLogger("host_adapter")
+log = logging.getLogger("botrace_host_adapter")
 
 
 class HostHooks:

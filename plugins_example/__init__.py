@@ -3,7 +3,7 @@
 Each plugin is a package with a ``main`` module holding one ``@register``-ed
 ``Star`` class, as AstrBot's plugins are. They import only botrace's public
 names (``span_record``, ``span_context``, ``get_current_span``) and the
-reference host's plugin API (:mod:`host_adapter.refhost.api`).
+reference host's plugin API (:mod:`botrace_host_adapter.refhost.api`).
 
 * ``weather`` — a command and an LLM tool; ``@span_record`` on an IO call and
   ``span_context`` around the "HTTP request" inside it.

@@ -231,7 +231,7 @@ class Config(dict):
 
 @pytest.fixture
 def traced(fake_astrbot):
-    from host_adapter.astrbot import AstrBotAdapter
+    from botrace_host_adapter.astrbot import AstrBotAdapter
 
     config = Config(trace_enable=True, trace_log_enable=False, platform_settings={})
     adapter = AstrBotAdapter(config=config)
@@ -251,7 +251,7 @@ def tree(trace):
 
 
 def test_importing_the_adapter_does_not_import_astrbot():
-    code = ("import sys, host_adapter.astrbot; "
+    code = ("import sys, botrace_host_adapter.astrbot; "
             "assert not [m for m in sys.modules if m.split('.')[0] == 'astrbot'], 'imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 

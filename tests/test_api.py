@@ -7,8 +7,8 @@ import re
 import pytest
 from aiohttp import web
 
-from webui import create_app, is_loopback, keys, run_server
-from webui.api import API_PREFIX, ROUTES
+from botrace_webui import create_app, is_loopback, keys, run_server
+from botrace_webui.api import API_PREFIX, ROUTES
 
 try:
     from browser.harness import wait_for_trace

@@ -155,11 +155,11 @@ def test_serve_without_the_web_ui_says_so(monkeypatch, capsys, tmp_path: Path) -
     import botrace.commands as commands
 
     def missing():
-        raise ModuleNotFoundError("No module named 'webui'", name="webui")
+        raise ModuleNotFoundError("No module named 'botrace_webui'", name="botrace_webui")
 
     monkeypatch.setattr(commands, "_import_webui", missing)
     assert main(["serve", "--db", str(tmp_path / "x.db")]) == 2
-    assert "'webui' is not installed" in capsys.readouterr().err
+    assert "'botrace_webui' is not installed" in capsys.readouterr().err
 
 
 def test_serve_hands_the_database_to_the_web_ui(monkeypatch, tmp_path: Path) -> None:

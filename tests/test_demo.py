@@ -119,7 +119,7 @@ def test_demo_on_a_network_address_with_a_token_asks_for_it(tmp_path):
 _SECOND_CTRL_C = """
 import asyncio, sys
 import aiosqlite
-import host_adapter.demo as demo
+import botrace_host_adapter.demo as demo
 
 readers = []
 

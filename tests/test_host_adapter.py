@@ -8,9 +8,9 @@ import logging
 from botrace import NULL_SPAN, PluginRef, Tracer, span_context
 from botrace.context import get_current_span
 from botrace.testing import InMemorySink, capture_spans
-from host_adapter import HostHooks, JsonConfigFile, PluginAttribution, SpanEmitter, iterate_in_span
-from host_adapter.refhost.event import MessageEvent
-from host_adapter.refhost.tracing import describe_event
+from botrace_host_adapter import HostHooks, JsonConfigFile, PluginAttribution, SpanEmitter, iterate_in_span
+from botrace_host_adapter.refhost.event import MessageEvent
+from botrace_host_adapter.refhost.tracing import describe_event
 
 
 def test_emitter_without_a_tracer_hands_out_the_null_span():

@@ -30,7 +30,7 @@ async def test_plugin_example_loads_and_traces_in_the_reference_host(tmp_path, m
     (pkg / "__init__.py").write_text("")
     (pkg / "main.py").write_text(blocks()[0])
     monkeypatch.syspath_prepend(str(tmp_path))
-    from host_adapter.refhost.testing import TracedHost, running_host
+    from botrace_host_adapter.refhost.testing import TracedHost, running_host
 
     try:
         async with running_host(tmp_path, plugins={"docplugs.hello.main": False}) as th:

@@ -7,7 +7,7 @@ import json
 import threading
 
 from botrace import PluginRef, Tracer
-from webui.livehub import LiveHub
+from botrace_webui.livehub import LiveHub
 
 
 def _publish_from_thread(hub: LiveHub, n: int, *, umo: str = "u:1", plugin: str = "weather",

@@ -10,8 +10,8 @@ import sys
 import pytest
 from aiohttp import web
 
-from host_adapter.refhost.providers import OpenAICompatProvider, ProviderError
-from host_adapter.refhost.testing import TracedHost, running_host
+from botrace_host_adapter.refhost.providers import OpenAICompatProvider, ProviderError
+from botrace_host_adapter.refhost.testing import TracedHost, running_host
 
 WEATHER_TOOL = {"type": "function", "function": {
     "name": "get_weather", "description": "weather",

@@ -13,16 +13,16 @@ import pytest
 
 from botrace import PluginRef
 from botrace.testing import capture_spans
-from host_adapter.refhost.event import MessageEvent
-from host_adapter.refhost.host import RefHost
-from host_adapter.refhost.testing import TEST_CONFIG
-from plugins_example.weather.main import fetch_forecast
+from botrace_host_adapter.refhost.event import MessageEvent
+from botrace_host_adapter.refhost.host import RefHost
+from botrace_host_adapter.refhost.testing import TEST_CONFIG
+from botrace_plugins_example.weather.main import fetch_forecast
 
 PLUGINS = {
-    "plugins_example.weather": PluginRef("weather", "Weather", "third_party", "1.2.0"),
-    "plugins_example.reminder": PluginRef("reminder", "Reminders", "third_party", "0.9.1"),
-    "plugins_example.search_agent": PluginRef("search", "Search agent", "third_party", "2.0.0"),
-    "plugins_example.flaky": PluginRef("flaky", "Flaky", "third_party", "0.1.0"),
+    "botrace_plugins_example.weather": PluginRef("weather", "Weather", "third_party", "1.2.0"),
+    "botrace_plugins_example.reminder": PluginRef("reminder", "Reminders", "third_party", "0.9.1"),
+    "botrace_plugins_example.search_agent": PluginRef("search", "Search agent", "third_party", "2.0.0"),
+    "botrace_plugins_example.flaky": PluginRef("flaky", "Flaky", "third_party", "0.1.0"),
 }
 
 
@@ -103,7 +103,7 @@ async def test_reminders_are_per_conversation(host):
 
 async def test_search_agent_tools_rank_then_fetch(host):
     search = plugin(host, "search")
-    module = "plugins_example.search_agent.main"  # what the host's tool_call span is opened with
+    module = "botrace_plugins_example.search_agent.main"  # what the host's tool_call span is opened with
     async with capture_spans(plugins=PLUGINS) as cap:
         async with cap.tracer.span("web_search", "tool_call", module=module):
             urls = await search.web_search(event(), query="sqlite wal")
@@ -138,7 +138,7 @@ async def test_session_controller_mute_and_reset(host):
 
 
 async def test_session_controller_is_attributed_as_builtin_in_a_host_trace(tmp_path):
-    from host_adapter.refhost.testing import running_host
+    from botrace_host_adapter.refhost.testing import running_host
 
     async with running_host(tmp_path) as th, capture_spans(tracer=th.tracer) as cap:
         await th.host.handle_text("/status", user_id="alice")
@@ -151,7 +151,7 @@ async def test_flaky_tool_raises_when_told_to_and_the_span_says_so(host):
     flaky.failure_rate = 1.0
     async with capture_spans(plugins=PLUGINS) as cap:
         with pytest.raises(RuntimeError, match="jammed"):
-            async with cap.tracer.span("roll", module="plugins_example.flaky.main"):
+            async with cap.tracer.span("roll", module="botrace_plugins_example.flaky.main"):
                 await flaky.roll_dice(event(), sides=6)
     roll = cap.find("roll")
     assert roll.status == "error" and roll.error["type"] == "DiceJammed"

@@ -10,8 +10,8 @@ import textwrap
 import pytest
 
 from botrace.span import Status
-from host_adapter.refhost.pipeline import STAGES_ORDER
-from host_adapter.refhost.testing import TracedHost, running_host
+from botrace_host_adapter.refhost.pipeline import STAGES_ORDER
+from botrace_host_adapter.refhost.testing import TracedHost, running_host
 
 T = TracedHost
 
@@ -223,7 +223,7 @@ def _write_plugin(root, version: str, reply: str) -> None:
     (pkg / "__init__.py").write_text("")
     (pkg / "main.py").write_text(textwrap.dedent(f'''
         from botrace import span_record
-        from host_adapter.refhost.api import Star, filter, register
+        from botrace_host_adapter.refhost.api import Star, filter, register
 
         @span_record("echo.work", span_type="custom")
         def work(text):

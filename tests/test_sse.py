@@ -6,9 +6,9 @@ import asyncio
 import json
 import threading
 
-from webui import keys
-from webui.api import API_PREFIX
-from webui.livehub import LiveHub
+from botrace_webui import keys
+from botrace_webui.api import API_PREFIX
+from botrace_webui.livehub import LiveHub
 
 try:
     from browser.harness import Host, wait_for_trace
@@ -91,7 +91,7 @@ async def test_config_changes_reach_every_page(client):
 async def test_slow_subscriber_is_told_what_it_lost_and_others_get_everything(tmp_path, aiohttp_client):
     host = await Host(str(tmp_path / "t.db"), step_s=0).open()
     hub = LiveHub(queue_size=5)
-    from webui import create_app
+    from botrace_webui import create_app
 
     client = await aiohttp_client(create_app(host.tracer, host.store, hub=hub))
     host.tracer.register(hub)
@@ -149,7 +149,7 @@ async def test_resume_from_an_unknown_id_says_gap_so_the_page_reloads(client):
 
 
 async def test_read_only_viewer_streams_what_another_writer_stores(host, aiohttp_client):
-    from webui import create_app
+    from botrace_webui import create_app
 
     await host.chat("already there", "u1", "s1")  # before the viewer looked: not news
     await wait_for_trace(host.store, host.trace_ids[-1], host.tracer)
@@ -169,7 +169,7 @@ async def test_read_only_viewer_streams_what_another_writer_stores(host, aiohttp
 async def test_read_only_viewer_shows_a_running_trace_span_by_span(host, aiohttp_client):
     """What another process writes grows on the viewer's stream span by span: spans still
     running are announced as started, finished ones as finished, then the trace."""
-    from webui import create_app
+    from botrace_webui import create_app
 
     app = create_app(tracer=None, store=host.store, poll_interval_s=0.05)
     app[keys.HUB].heartbeat_s = 0.05
@@ -213,7 +213,7 @@ async def test_read_only_viewer_shows_a_running_trace_span_by_span(host, aiohttp
 
 
 async def test_viewer_without_store_or_tracer_streams_heartbeats_only(aiohttp_client):
-    from webui import create_app
+    from botrace_webui import create_app
 
     app = create_app()
     app[keys.HUB].heartbeat_s = 0.05

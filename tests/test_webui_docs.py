@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from webui.download import trace_to_otlp_json
-from webui.params import BadParam, Param, parse_query, parse_time
+from botrace_webui.download import trace_to_otlp_json
+from botrace_webui.params import BadParam, Param, parse_query, parse_time
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "WEBUI.md"
 

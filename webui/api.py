@@ -17,10 +17,10 @@ from typing import Any
 from aiohttp import web
 
 from botrace.tree import build_tree
-from webui import keys
-from webui.download import trace_to_otlp_json
-from webui.livehub import heartbeat_frame, sse_frame
-from webui.params import (
+from botrace_webui import keys
+from botrace_webui.download import trace_to_otlp_json
+from botrace_webui.livehub import heartbeat_frame, sse_frame
+from botrace_webui.params import (
     HEX16,
     HEX32,
     SPAN_TYPES,
@@ -347,7 +347,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    from webui.openapi import build_openapi
+    from botrace_webui.openapi import build_openapi
 
     _query(request, request.app[keys.ROUTES]["openapi"])
     return _json(build_openapi(request.app))

@@ -13,11 +13,11 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from webui import keys
-from webui.api import setup_api
-from webui.livehub import LiveHub
-from webui.poller import StorePoller
-from webui.security import (
+from botrace_webui import keys
+from botrace_webui.api import setup_api
+from botrace_webui.livehub import LiveHub
+from botrace_webui.poller import StorePoller
+from botrace_webui.security import (
     COOKIE,
     add_security_headers,
     auth_middleware,
@@ -67,7 +67,7 @@ def create_app(tracer: Any = None, store: Any = None, chat: keys.ChatFn | None =
     - ``store``: an opened :class:`botrace.store.TraceStore` the API reads.
     - ``chat``: optional ``async (text, user_id, session) -> reply`` the page's
       chat box calls (``botrace demo``); without it there is no chat box.
-    - ``hub``: the :class:`~webui.livehub.LiveHub` to stream from; by default one
+    - ``hub``: the :class:`~botrace_webui.livehub.LiveHub` to stream from; by default one
       is created and registered on ``tracer`` while the app runs.
     - ``token``: require ``Authorization: Bearer <token>`` or a login. Leave it
       None when mounting in a host that has its own auth (its middlewares run first).

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from webui.livehub import LiveHub
+from botrace_webui.livehub import LiveHub
 
 ChatFn = Callable[[str, str, str], Awaitable[Any]]
 

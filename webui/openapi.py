@@ -7,8 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
-from webui import keys
-from webui.api import API_PREFIX
+from botrace_webui import keys
+from botrace_webui.api import API_PREFIX
 
 __all__ = ["build_openapi"]
 

@@ -15,7 +15,7 @@ import logging
 import time
 from typing import Any
 
-from webui.livehub import LiveHub
+from botrace_webui.livehub import LiveHub
 
 __all__ = ["StorePoller"]
 

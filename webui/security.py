@@ -3,7 +3,7 @@
 - Every response carries a Content-Security-Policy without inline script, so
   a chat message that slips past the page's text-only rendering still runs nothing.
 - Errors become JSON on API paths; a bug is logged and answered with a 500
-  that leaks no traceback; bad input never gets that far (see ``webui.params``).
+  that leaks no traceback; bad input never gets that far (see ``botrace_webui.params``).
 - With a token (``botrace serve`` on a non-loopback address) every route but
   the login page and static files asks for ``Authorization: Bearer <token>`` or
   the HttpOnly session cookie the login sets; both are compared in constant time.
@@ -21,8 +21,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from webui import keys
-from webui.params import BadParam
+from botrace_webui import keys
+from botrace_webui.params import BadParam
 
 __all__ = ["COOKIE", "CSP", "check_token", "error_middleware", "session_value", "token_matches"]
 

@@ -19,12 +19,12 @@ import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from host_adapter.refhost.providers.base import LLMResponse, ProviderRequest, ToolCall
-from host_adapter.refhost.star import Agent, EventType, FunctionTool
+from botrace_host_adapter.refhost.providers.base import LLMResponse, ProviderRequest, ToolCall
+from botrace_host_adapter.refhost.star import Agent, EventType, FunctionTool
 
 if TYPE_CHECKING:
-    from host_adapter.refhost.event import MessageEvent
-    from host_adapter.refhost.host import RefHost
+    from botrace_host_adapter.refhost.event import MessageEvent
+    from botrace_host_adapter.refhost.host import RefHost
 
 __all__ = ["AgentRunner"]
 

@@ -3,7 +3,7 @@
 It mirrors AstrBot's (``from astrbot.api.star import Star, register`` and
 ``from astrbot.api.event import filter``)::
 
-    from host_adapter.refhost.api import Context, MessageEvent, Star, filter, register
+    from botrace_host_adapter.refhost.api import Context, MessageEvent, Star, filter, register
 
     @register("hello", "me", "Says hello", "1.0.0")
     class Hello(Star):
@@ -30,10 +30,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 
-from host_adapter.refhost.context import Context
-from host_adapter.refhost.event import MessageEvent, MessageEventResult
-from host_adapter.refhost.providers.base import LLMResponse, ProviderRequest
-from host_adapter.refhost.star import Agent, EventType, FunctionTool, Star, mark
+from botrace_host_adapter.refhost.context import Context
+from botrace_host_adapter.refhost.event import MessageEvent, MessageEventResult
+from botrace_host_adapter.refhost.providers.base import LLMResponse, ProviderRequest
+from botrace_host_adapter.refhost.star import Agent, EventType, FunctionTool, Star, mark
 
 __all__ = [
     "Agent",

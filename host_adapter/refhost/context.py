@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from host_adapter.refhost.host import RefHost
-    from host_adapter.refhost.providers.base import Provider
-    from host_adapter.refhost.star import StarMetadata
+    from botrace_host_adapter.refhost.host import RefHost
+    from botrace_host_adapter.refhost.providers.base import Provider
+    from botrace_host_adapter.refhost.star import StarMetadata
 
 __all__ = ["Context", "ConversationManager", "SessionManager"]
 

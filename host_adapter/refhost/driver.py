@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from host_adapter.refhost.event import MessageEvent, MessageType
+from botrace_host_adapter.refhost.event import MessageEvent, MessageType
 
 if TYPE_CHECKING:
-    from host_adapter.refhost.host import RefHost
+    from botrace_host_adapter.refhost.host import RefHost
 
 __all__ = ["ConversationDriver", "ScriptedMessage"]
 

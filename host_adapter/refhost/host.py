@@ -5,7 +5,7 @@
     reply = await host.handle_text("/weather Paris", user_id="alice")
     await host.stop()
 
-Tracing is attached with :meth:`attach_tracer` (see :mod:`host_adapter.refhost.tracing`);
+Tracing is attached with :meth:`attach_tracer` (see :mod:`botrace_host_adapter.refhost.tracing`);
 without it the host runs exactly the same, with null spans.
 """
 
@@ -19,16 +19,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from host_adapter.configfile import JsonConfigFile
-from host_adapter.emitter import SpanEmitter, iterate_in_span
-from host_adapter.refhost.agent import AgentRunner
-from host_adapter.refhost.context import Context, ConversationManager, SessionManager
-from host_adapter.refhost.event import MessageEvent, MessageType
-from host_adapter.refhost.pipeline import PipelineScheduler
-from host_adapter.refhost.providers.base import LLMResponse, Provider, ProviderRequest
-from host_adapter.refhost.providers.openai_compat import OpenAICompatProvider
-from host_adapter.refhost.providers.scripted import ScriptedProvider
-from host_adapter.refhost.star import EventType, StarManager, StarMetadata
+from botrace_host_adapter.configfile import JsonConfigFile
+from botrace_host_adapter.emitter import SpanEmitter, iterate_in_span
+from botrace_host_adapter.refhost.agent import AgentRunner
+from botrace_host_adapter.refhost.context import Context, ConversationManager, SessionManager
+from botrace_host_adapter.refhost.event import MessageEvent, MessageType
+from botrace_host_adapter.refhost.pipeline import PipelineScheduler
+from botrace_host_adapter.refhost.providers.base import LLMResponse, Provider, ProviderRequest
+from botrace_host_adapter.refhost.providers.openai_compat import OpenAICompatProvider
+from botrace_host_adapter.refhost.providers.scripted import ScriptedProvider
+from botrace_host_adapter.refhost.star import EventType, StarManager, StarMetadata
 
 if TYPE_CHECKING:
     from botrace.tracer import Tracer
@@ -39,11 +39,11 @@ log = logging.getLogger("refhost")
 
 #: The example plugins and whether each is builtin (shipped with the host) or third-party.
 EXAMPLE_PLUGINS: dict[str, bool] = {
-    "plugins_example.session_controller.main": True,
-    "plugins_example.weather.main": False,
-    "plugins_example.reminder.main": False,
-    "plugins_example.search_agent.main": False,
-    "plugins_example.flaky.main": False,
+    "botrace_plugins_example.session_controller.main": True,
+    "botrace_plugins_example.weather.main": False,
+    "botrace_plugins_example.reminder.main": False,
+    "botrace_plugins_example.search_agent.main": False,
+    "botrace_plugins_example.flaky.main": False,
 }
 
 DEFAULT_CONFIG: dict[str, Any] = {

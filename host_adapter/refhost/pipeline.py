@@ -19,11 +19,11 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from host_adapter.refhost.event import MessageEvent, MessageEventResult
-from host_adapter.refhost.star import EventType, StarHandlerMetadata
+from botrace_host_adapter.refhost.event import MessageEvent, MessageEventResult
+from botrace_host_adapter.refhost.star import EventType, StarHandlerMetadata
 
 if TYPE_CHECKING:
-    from host_adapter.refhost.host import RefHost
+    from botrace_host_adapter.refhost.host import RefHost
 
 __all__ = ["STAGES_ORDER", "PipelineScheduler"]
 

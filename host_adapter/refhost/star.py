@@ -2,8 +2,8 @@
 
 A plugin is a module holding one :class:`Star` subclass decorated with
 ``@register(...)``; its methods carry ``filter`` decorators (see
-:mod:`host_adapter.refhost.api`). Loading a plugin imports its module,
-instantiates the class with the host's :class:`~host_adapter.refhost.context.Context`,
+:mod:`botrace_host_adapter.refhost.api`). Loading a plugin imports its module,
+instantiates the class with the host's :class:`~botrace_host_adapter.refhost.context.Context`,
 and records every handler, LLM tool and subagent it declares, each keeping
 the module path it came from — that module path is what tracing attributes
 spans by. Unloading removes all of them; reloading re-imports the module, so
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from host_adapter.refhost.context import Context
+    from botrace_host_adapter.refhost.context import Context
 
 __all__ = [
     "Agent",
@@ -70,7 +70,7 @@ class StarMetadata:
     version: str
     display_name: str
     module_path: str
-    #: The plugin's package (``plugins_example.weather`` for ``plugins_example.weather.main``):
+    #: The plugin's package (``botrace_plugins_example.weather`` for ``botrace_plugins_example.weather.main``):
     #: every module under it belongs to the plugin.
     package: str
     reserved: bool = False  # builtin
@@ -325,7 +325,7 @@ def _find_star_class(module: Any) -> type:
 
 
 def _package_of(module_path: str) -> str:
-    """``plugins_example.weather.main`` → ``plugins_example.weather`` (AstrBot's tool path)."""
+    """``botrace_plugins_example.weather.main`` → ``botrace_plugins_example.weather`` (AstrBot's tool path)."""
     head, _, last = module_path.rpartition(".")
     return head if head and last == "main" else module_path
 

@@ -1,7 +1,7 @@
 """How the reference host is connected to botrace (its host adapter).
 
-Everything generic lives in :mod:`host_adapter.hooks` and
-:mod:`host_adapter.emitter`; this module only says what is specific to the
+Everything generic lives in :mod:`botrace_host_adapter.hooks` and
+:mod:`botrace_host_adapter.emitter`; this module only says what is specific to the
 reference host: how its events read as trace attributes and how its star
 manager maps to plugins::
 
@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from botrace.attribution import BUILTIN, THIRD_PARTY, PluginRef
 from botrace.tracer import Tracer
-from host_adapter.hooks import HostHooks, PluginAttribution
-from host_adapter.refhost.event import MessageEvent
+from botrace_host_adapter.hooks import HostHooks, PluginAttribution
+from botrace_host_adapter.refhost.event import MessageEvent
 
 if TYPE_CHECKING:
-    from host_adapter.refhost.host import RefHost
-    from host_adapter.refhost.star import StarMetadata
+    from botrace_host_adapter.refhost.host import RefHost
+    from botrace_host_adapter.refhost.star import StarMetadata
 
 __all__ = ["RefHostAdapter", "connect", "describe_event", "disconnect", "plugin_ref"]
 

@@ -17,7 +17,7 @@ import asyncio
 import random
 
 from botrace import get_current_span
-from host_adapter.refhost.api import MessageEvent, Star, filter, register
+from botrace_host_adapter.refhost.api import MessageEvent, Star, filter, register
 
 
 class DiceJammed(RuntimeError):

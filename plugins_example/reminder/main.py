@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from botrace import span_record
-from host_adapter.refhost.api import MessageEvent, Star, filter, register
+from botrace_host_adapter.refhost.api import MessageEvent, Star, filter, register
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS reminders (

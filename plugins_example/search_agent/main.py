@@ -20,7 +20,7 @@ import asyncio
 import re
 
 from botrace import span_context
-from host_adapter.refhost.api import Agent, MessageEvent, Star, filter, register
+from botrace_host_adapter.refhost.api import Agent, MessageEvent, Star, filter, register
 
 CORPUS = {
     "https://docs.example/botrace": "botrace gives chatbot hosts one hierarchical trace per "

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from host_adapter.refhost.api import (
+from botrace_host_adapter.refhost.api import (
     FunctionTool,
     LLMResponse,
     MessageEvent,

@@ -19,7 +19,7 @@ import asyncio
 import zlib
 
 from botrace import get_current_span, span_context, span_record
-from host_adapter.refhost.api import MessageEvent, Star, filter, register
+from botrace_host_adapter.refhost.api import MessageEvent, Star, filter, register
 
 _SKIES = ("sunny", "cloudy", "light rain", "thunderstorms", "snow", "fog", "windy")
 

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from botrace import PluginRef, Tracer
 from botrace.store import TraceStore
-from webui import create_app, run_server
+from botrace_webui import create_app, run_server
 
 WEATHER = PluginRef("weather", "Weather", "third_party", "1.2")
 CORE = PluginRef("astrbot", "AstrBot core", "builtin", "4.0")
@@ -39,7 +39,7 @@ class Host:
         self.store = TraceStore(db_path, self.tracer.settings)
         self.app = create_app(self.tracer, self.store, self.chat if chat else None, token=token)
         if heartbeat_s is not None:
-            from webui import keys
+            from botrace_webui import keys
 
             self.app[keys.HUB].heartbeat_s = heartbeat_s
         self.runner: web.AppRunner | None = None

@@ -6,11 +6,11 @@ import pytest
 from playwright.async_api import expect
 
 from botrace.store import TraceStore
-from host_adapter.demo import chat_function
-from host_adapter.refhost.host import RefHost
-from host_adapter.refhost.testing import TEST_CONFIG
-from host_adapter.refhost.tracing import connect, disconnect
-from webui import create_app, run_server
+from botrace_host_adapter.demo import chat_function
+from botrace_host_adapter.refhost.host import RefHost
+from botrace_host_adapter.refhost.testing import TEST_CONFIG
+from botrace_host_adapter.refhost.tracing import connect, disconnect
+from botrace_webui import create_app, run_server
 
 pytestmark = pytest.mark.browser
 

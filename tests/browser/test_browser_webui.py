@@ -9,7 +9,7 @@ import time
 import pytest
 from playwright.async_api import expect
 
-from webui import keys
+from botrace_webui import keys
 
 try:
     from browser.harness import wait_for_trace
@@ -310,7 +310,7 @@ async def test_browser_list_is_keyboard_navigable(host, page):
 
 
 async def test_browser_read_only_viewer_shows_what_the_host_writes(host, page):
-    from webui import create_app, run_server
+    from botrace_webui import create_app, run_server
 
     runner = await run_server(create_app(tracer=None, store=host.store, poll_interval_s=0.2), "127.0.0.1", 0)
     try:
@@ -348,7 +348,7 @@ async def test_browser_long_values_are_marked_cut_with_a_full_download(host, pag
 
 
 async def test_browser_token_login_then_the_page_and_its_live_stream_work(host, page):
-    from webui import create_app, run_server
+    from botrace_webui import create_app, run_server
 
     app = create_app(host.tracer, host.store, token="let-me-in")
     runner = await run_server(app, "127.0.0.1", 0)

@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from host_adapter.refhost.providers.base import LLMResponse, Provider, TokenUsage, ToolCall
+from botrace_host_adapter.refhost.providers.base import LLMResponse, Provider, TokenUsage, ToolCall
 
 __all__ = ["OpenAICompatProvider", "ProviderError"]
 

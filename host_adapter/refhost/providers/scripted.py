@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from host_adapter.refhost.providers.base import LLMResponse, Provider, TokenUsage, ToolCall
+from botrace_host_adapter.refhost.providers.base import LLMResponse, Provider, TokenUsage, ToolCall
 
 __all__ = ["DEFAULT_RULES", "Rule", "ScriptedProvider"]
 
