@@ -39,10 +39,11 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from botrace.attribution import BUILTIN, THIRD_PARTY, PluginRef
-from botrace.hookspecs import hookimpl
 from botrace_host_adapter.emitter import SpanEmitter, iterate_in_span
 from botrace_host_adapter.hooks import HostHooks
+
+from botrace.attribution import BUILTIN, THIRD_PARTY, PluginRef
+from botrace.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from botrace.config import Settings

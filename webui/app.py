@@ -12,7 +12,6 @@ from typing import Any
 
 import jinja2
 from aiohttp import web
-
 from botrace_webui import keys
 from botrace_webui.api import setup_api
 from botrace_webui.livehub import LiveHub

@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import random
 
-from botrace import get_current_span
 from botrace_host_adapter.refhost.api import MessageEvent, Star, filter, register
+
+from botrace import get_current_span
 
 
 class DiceJammed(RuntimeError):

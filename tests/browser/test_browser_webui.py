@@ -7,9 +7,8 @@ import re
 import time
 
 import pytest
-from playwright.async_api import expect
-
 from botrace_webui import keys
+from playwright.async_api import expect
 
 try:
     from browser.harness import wait_for_trace
