@@ -30,12 +30,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from botrace.hookspecs import hookimpl
 from botrace_host_adapter.refhost.event import MessageEvent
 from botrace_host_adapter.refhost.host import RefHost
 from botrace_host_adapter.refhost.testing import TEST_CONFIG
 from botrace_host_adapter.refhost.tracing import connect, disconnect
-
-from botrace.hookspecs import hookimpl
 
 MIX = (  # ~29 spans a message on average
     "what's the weather in Paris, London, Tokyo and Oslo?",

@@ -16,10 +16,9 @@ import os
 import tempfile
 import time
 
-from botrace_webui.livehub import LiveHub
-
 from botrace.store import TraceStore
 from botrace.store.synthetic import synthetic_traces
+from botrace_webui.livehub import LiveHub
 
 
 def _spans(n: int) -> list:

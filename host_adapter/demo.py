@@ -26,13 +26,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from botrace.hookspecs import hookimpl
 from botrace_host_adapter.refhost.driver import ConversationDriver
 from botrace_host_adapter.refhost.event import MessageEvent
 from botrace_host_adapter.refhost.host import RefHost
 from botrace_host_adapter.refhost.providers.openai_compat import OpenAICompatProvider
 from botrace_host_adapter.refhost.tracing import connect, disconnect
-
-from botrace.hookspecs import hookimpl
 
 __all__ = ["add_arguments", "chat_function", "run_demo"]
 
@@ -139,6 +138,7 @@ async def _serve(args: argparse.Namespace, tracer: Any, store: Any, host: RefHos
         runner = await webui.run_server(app, args.host, args.port)
     else:
         from aiohttp import web
+
         from botrace_host_adapter.placeholder import create_placeholder_app
 
         runner = web.AppRunner(create_placeholder_app(chat_function(host)), access_log=None)

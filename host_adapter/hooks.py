@@ -26,10 +26,9 @@ from botrace.config import SettingsError
 from botrace.hookspecs import hookimpl
 
 if TYPE_CHECKING:
-    from botrace_host_adapter.configfile import JsonConfigFile
-
     from botrace.config import Settings
     from botrace.tracer import Tracer
+    from botrace_host_adapter.configfile import JsonConfigFile
 
 __all__ = ["HostHooks", "PluginAttribution"]
 

@@ -6,6 +6,7 @@ import re
 
 import pytest
 from aiohttp import web
+
 from botrace_webui import create_app, is_loopback, keys, run_server
 from botrace_webui.api import API_PREFIX, ROUTES
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import logging
 
+from botrace import NULL_SPAN, PluginRef, Tracer, span_context
+from botrace.context import get_current_span
+from botrace.testing import InMemorySink, capture_spans
 from botrace_host_adapter import (
     HostHooks,
     JsonConfigFile,
@@ -14,10 +17,6 @@ from botrace_host_adapter import (
 )
 from botrace_host_adapter.refhost.event import MessageEvent
 from botrace_host_adapter.refhost.tracing import describe_event
-
-from botrace import NULL_SPAN, PluginRef, Tracer, span_context
-from botrace.context import get_current_span
-from botrace.testing import InMemorySink, capture_spans
 
 
 def test_emitter_without_a_tracer_hands_out_the_null_span():

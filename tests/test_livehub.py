@@ -6,9 +6,8 @@ import asyncio
 import json
 import threading
 
-from botrace_webui.livehub import LiveHub
-
 from botrace import PluginRef, Tracer
+from botrace_webui.livehub import LiveHub
 
 
 def _publish_from_thread(hub: LiveHub, n: int, *, umo: str = "u:1", plugin: str = "weather",

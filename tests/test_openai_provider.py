@@ -9,6 +9,7 @@ import sys
 
 import pytest
 from aiohttp import web
+
 from botrace_host_adapter.refhost.providers import OpenAICompatProvider, ProviderError
 from botrace_host_adapter.refhost.testing import TracedHost, running_host
 

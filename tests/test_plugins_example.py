@@ -10,13 +10,13 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
+
+from botrace import PluginRef
+from botrace.testing import capture_spans
 from botrace_host_adapter.refhost.event import MessageEvent
 from botrace_host_adapter.refhost.host import RefHost
 from botrace_host_adapter.refhost.testing import TEST_CONFIG
 from botrace_plugins_example.weather.main import fetch_forecast
-
-from botrace import PluginRef
-from botrace.testing import capture_spans
 
 PLUGINS = {
     "botrace_plugins_example.weather": PluginRef("weather", "Weather", "third_party", "1.2.0"),

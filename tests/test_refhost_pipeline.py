@@ -8,10 +8,10 @@ import sys
 import textwrap
 
 import pytest
-from botrace_host_adapter.refhost.pipeline import STAGES_ORDER
-from botrace_host_adapter.refhost.testing import TracedHost, running_host
 
 from botrace.span import Status
+from botrace_host_adapter.refhost.pipeline import STAGES_ORDER
+from botrace_host_adapter.refhost.testing import TracedHost, running_host
 
 T = TracedHost
 

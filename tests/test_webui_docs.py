@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from botrace_webui.download import trace_to_otlp_json
 from botrace_webui.params import BadParam, Param, parse_query, parse_time
 

@@ -17,14 +17,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from botrace_host_adapter.refhost.event import MessageEvent, MessageType
-from botrace_host_adapter.refhost.host import DEFAULT_CONFIG, RefHost
-from botrace_host_adapter.refhost.tracing import connect, disconnect
-
 from botrace.span import Span, Trace
 from botrace.testing import InMemorySink
 from botrace.tracer import Tracer
 from botrace.tree import build_tree, render_tree
+from botrace_host_adapter.refhost.event import MessageEvent, MessageType
+from botrace_host_adapter.refhost.host import DEFAULT_CONFIG, RefHost
+from botrace_host_adapter.refhost.tracing import connect, disconnect
 
 __all__ = ["TEST_CONFIG", "TracedHost", "running_host"]
 

@@ -15,11 +15,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from botrace_host_adapter.hooks import HostHooks, PluginAttribution
-from botrace_host_adapter.refhost.event import MessageEvent
-
 from botrace.attribution import BUILTIN, THIRD_PARTY, PluginRef
 from botrace.tracer import Tracer
+from botrace_host_adapter.hooks import HostHooks, PluginAttribution
+from botrace_host_adapter.refhost.event import MessageEvent
 
 if TYPE_CHECKING:
     from botrace_host_adapter.refhost.host import RefHost

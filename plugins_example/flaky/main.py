@@ -16,9 +16,8 @@ from __future__ import annotations
 import asyncio
 import random
 
-from botrace_host_adapter.refhost.api import MessageEvent, Star, filter, register
-
 from botrace import get_current_span
+from botrace_host_adapter.refhost.api import MessageEvent, Star, filter, register
 
 
 class DiceJammed(RuntimeError):

@@ -19,9 +19,8 @@ import threading
 import time
 from pathlib import Path
 
-from botrace_host_adapter.refhost.api import MessageEvent, Star, filter, register
-
 from botrace import span_record
+from botrace_host_adapter.refhost.api import MessageEvent, Star, filter, register
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS reminders (

@@ -19,9 +19,8 @@ from __future__ import annotations
 import asyncio
 import re
 
-from botrace_host_adapter.refhost.api import Agent, MessageEvent, Star, filter, register
-
 from botrace import span_context
+from botrace_host_adapter.refhost.api import Agent, MessageEvent, Star, filter, register
 
 CORPUS = {
     "https://docs.example/botrace": "botrace gives chatbot hosts one hierarchical trace per "

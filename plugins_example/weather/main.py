@@ -18,9 +18,8 @@ from __future__ import annotations
 import asyncio
 import zlib
 
-from botrace_host_adapter.refhost.api import MessageEvent, Star, filter, register
-
 from botrace import get_current_span, span_context, span_record
+from botrace_host_adapter.refhost.api import MessageEvent, Star, filter, register
 
 _SKIES = ("sunny", "cloudy", "light rain", "thunderstorms", "snow", "fog", "windy")
 

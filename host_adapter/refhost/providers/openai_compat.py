@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+
 from botrace_host_adapter.refhost.providers.base import LLMResponse, Provider, TokenUsage, ToolCall
 
 __all__ = ["OpenAICompatProvider", "ProviderError"]
