@@ -1,4 +1,4 @@
-"""The host adapter's contribution to the ``botrace`` command: ``botrace demo``.
+"""The host adapter's contributions to the ``botrace`` command: ``demo`` and ``astrbot-plugin``.
 
 Loaded through the ``botrace`` entry-point group (``host_adapter =
 "botrace_host_adapter.commands"``), so it must stay cheap to import: the demo's
@@ -24,3 +24,13 @@ def botrace_register_commands(subparsers: argparse._SubParsersAction) -> None:
                     "on), serve the Trace page on 127.0.0.1 and drive synthetic conversations.")
     demo.add_arguments(p)
     p.set_defaults(func=demo.main)
+
+    from botrace_host_adapter.astrbot import package
+
+    p = subparsers.add_parser(
+        "astrbot-plugin", help="write the botrace plugin for AstrBot (a folder, or a zip to upload)",
+        description="Write the botrace AstrBot plugin: a folder to put into AstrBot's "
+                    "data/plugins/, or (--zip) a zip to upload in AstrBot's dashboard. It "
+                    "carries this botrace's code, so AstrBot needs nothing else installed.")
+    package.add_arguments(p)
+    p.set_defaults(func=package.main)

@@ -1,0 +1,118 @@
+"""The Trace page inside AstrBot's dashboard: its API calls, forwarded to botrace's app.
+
+AstrBot (since mid-2026) shows a plugin's ``pages/<page>/index.html`` in a
+sandboxed iframe behind its own login; the page reaches its plugin only
+through the dashboard's bridge, which calls the routes the plugin registered
+with ``context.register_web_api`` (``/api/v1/plugins/extensions/<plugin>/…``).
+The botrace plugin registers one route, ``/astrbot_plugin_botrace/api/<path:rest>``,
+handled by :class:`PageProxy`: it forwards the call to botrace's own aiohttp app
+on 127.0.0.1 (the same API the stand-alone page uses) and answers in the
+bridge's envelope.
+
+The contract with the page (``botrace_webui/static/js/api.js`` in bridge mode):
+
+==============================  ==================================================
+page calls                      forwarded to botrace's API
+==============================  ==================================================
+``apiGet("api/<path>", q)``     ``GET /api/v1/<path>?q`` → ``{"status": "ok", "data": body}``
+``apiPost("api/config", b)``    ``PUT /api/v1/config`` (the bridge has no PUT)
+``apiPost("api/<path>", b)``    ``POST /api/v1/<path>``
+``subscribeSSE("api/stream")``  ``GET /api/v1/stream`` streamed through unchanged
+==============================  ==================================================
+
+An error answer of botrace's API becomes AstrBot's error envelope with the
+same status and botrace's message, so the bridge rejects with that text.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+
+__all__ = ["PageProxy"]
+
+log = logging.getLogger("botrace.astrbot")
+
+#: what a forwarded path may look like: API path segments, never ``..`` or a scheme
+_PATH = re.compile(r"(?:[A-Za-z0-9_.~-]+/)*[A-Za-z0-9_.~-]+")
+
+
+class PageProxy:
+    """Forwards the plugin page's calls to botrace's API at ``upstream`` (``…/api/v1/``).
+
+    ``web`` is AstrBot's ``astrbot.api.web`` module (request proxy and response
+    helpers); ``token`` is the bearer token botrace's app asks for, if any.
+    """
+
+    def __init__(self, web: Any, upstream: str, token: str | None) -> None:
+        self.web = web
+        self.upstream = upstream
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(headers=self.headers)
+        return self._session
+
+    async def handle(self, rest: str = "", **_: Any) -> Any:
+        """The registered route's handler (``rest``: the path after ``api/``)."""
+        web = self.web
+        request = web.request
+        path = rest.strip("/")
+        if not _PATH.fullmatch(path) or ".." in path.split("/"):
+            return web.error_response(f"not an API path: {rest!r}", status_code=400)
+        method = str(request.method).upper()
+        query = [(k, v) for k, v in request.query.items()]
+        if path == "stream" and method == "GET":
+            return web.stream_response(self._stream(query), headers={"Cache-Control": "no-cache"})
+        body = None
+        if method == "POST":
+            body = await request.json(default=None)
+            if path == "config":
+                method = "PUT"
+        try:
+            async with self._client().request(
+                    method, self.upstream + path, params=query, json=body,
+                    timeout=aiohttp.ClientTimeout(total=60)) as resp:
+                kind = resp.content_type
+                if kind != "application/json":
+                    data = await resp.read()
+                    headers = {k: v for k, v in resp.headers.items()
+                               if k.lower() in ("content-disposition", "cache-control")}
+                    return web.stream_response(iter([data]), content_type=kind,
+                                               status_code=resp.status, headers=headers)
+                data = await resp.json()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("botrace: the Trace page's call %s %s failed: %s", method, path, exc)
+            return web.error_response(f"botrace is not answering ({exc})", status_code=502)
+        if status < 400:
+            return web.json_response({"status": "ok", "data": data})
+        message = data.get("error") if isinstance(data, dict) else None
+        return web.error_response(message or f"HTTP {status}", status_code=status, data=data)
+
+    async def _stream(self, query: list[tuple[str, str]]) -> AsyncIterator[bytes]:
+        """botrace's Server-Sent Events, chunk by chunk, until either side closes."""
+        try:
+            async with self._client().get(
+                    self.upstream + "stream", params=query,
+                    headers={"Accept": "text/event-stream"},
+                    timeout=aiohttp.ClientTimeout(total=None, sock_read=None)) as resp:
+                if resp.status != 200:
+                    text = await resp.text()
+                    yield f"event: error\ndata: {text[:200]!r}\n\n".encode()
+                    return
+                async for chunk in resp.content.iter_any():
+                    yield chunk
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.info("botrace: the Trace page's live stream ended: %s", exc)
