@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from botrace.tree import build_tree
 from botrace_webui import keys
 from botrace_webui.download import trace_to_otlp_json
 from botrace_webui.livehub import heartbeat_frame, sse_frame
@@ -28,8 +30,6 @@ from botrace_webui.params import (
     parse_query,
     store_filters,
 )
-
-from botrace.tree import build_tree
 
 __all__ = ["API_PREFIX", "ROUTES", "ApiRoute", "setup_api"]
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import jinja2
 from aiohttp import web
+
 from botrace_webui import keys
 from botrace_webui.api import setup_api
 from botrace_webui.livehub import LiveHub

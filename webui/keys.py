@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+
 from botrace_webui.livehub import LiveHub
 
 ChatFn = Callable[[str, str, str], Awaitable[Any]]

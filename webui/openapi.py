@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from aiohttp import web
+
 from botrace_webui import keys
 from botrace_webui.api import API_PREFIX
 

@@ -20,6 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+
 from botrace_webui import keys
 from botrace_webui.params import BadParam
 

@@ -18,10 +18,10 @@ import time
 from typing import Any
 
 from aiohttp import web
-from botrace_webui import create_app, run_server
 
 from botrace import PluginRef, Tracer
 from botrace.store import TraceStore
+from botrace_webui import create_app, run_server
 
 WEATHER = PluginRef("weather", "Weather", "third_party", "1.2")
 CORE = PluginRef("astrbot", "AstrBot core", "builtin", "4.0")

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from playwright.async_api import expect
+
+from botrace.store import TraceStore
 from botrace_host_adapter.demo import chat_function
 from botrace_host_adapter.refhost.host import RefHost
 from botrace_host_adapter.refhost.testing import TEST_CONFIG
 from botrace_host_adapter.refhost.tracing import connect, disconnect
 from botrace_webui import create_app, run_server
-from playwright.async_api import expect
-
-from botrace.store import TraceStore
 
 pytestmark = pytest.mark.browser
 

@@ -7,8 +7,9 @@ import re
 import time
 
 import pytest
-from botrace_webui import keys
 from playwright.async_api import expect
+
+from botrace_webui import keys
 
 try:
     from browser.harness import wait_for_trace

@@ -1,12 +1,14 @@
 // The page's entry: router, header (live state, tracing switch, theme) and views.
 
 import { api } from "./api.js";
-import { base } from "./dom.js";
 import { live } from "./live.js";
 import { listView } from "./list.js";
+import { bridge, embedded } from "./mode.js";
+import { currentView, HISTORY_EVENT, setView } from "./nav.js";
 import { conversationView, sessionsView, userView, usersView } from "./people.js";
 import { statsView } from "./stats.js";
 import { traceView } from "./trace.js";
+import { notice } from "./widgets.js";
 
 const main = document.getElementById("main");
 const VIEWS = {
@@ -27,8 +29,7 @@ const TITLES = {
 let current = null;
 
 function route() {
-  const path = location.pathname.startsWith(base) ? location.pathname.slice(base.length) : "";
-  const parts = path.split("/").filter(Boolean);
+  const parts = currentView().path.split("/").filter(Boolean);
   if (parts.length === 0) return { view: "index" };
   if (parts[0] === "traces" && parts[1]) return { view: "trace", id: decodeURIComponent(parts[1]) };
   if (VIEWS[parts[0]] && parts.length === 1) return { view: parts[0] };
@@ -55,12 +56,12 @@ function render() {
     main.append(p);
     return;
   }
-  current = view(main, { id: r.id, params: new URLSearchParams(location.search), navigate });
+  current = view(main, { id: r.id, params: currentView().params, navigate });
 }
 
-export function navigate(url, { replace = false } = {}) {
-  if (replace) history.replaceState(null, "", url);
-  else history.pushState(null, "", url);
+/** Show a view: navigate("traces/<id>"), a path as link() takes it. */
+export function navigate(path, { replace = false } = {}) {
+  setView(path, { replace });
   render();
   // move focus into the new view for keyboard and screen-reader users, unless the view took it
   if (!replace && !main.contains(document.activeElement)) main.focus({ preventScroll: true });
@@ -71,10 +72,10 @@ document.addEventListener("click", (ev) => {
   if (!a || ev.defaultPrevented || ev.button !== 0 || ev.metaKey || ev.ctrlKey || ev.shiftKey || ev.altKey) return;
   if (a.origin !== location.origin) return;
   ev.preventDefault();
-  navigate(a.pathname + a.search);
+  navigate(a.dataset.link);
   window.scrollTo(0, 0);
 });
-window.addEventListener("popstate", render);
+window.addEventListener(HISTORY_EVENT, render);
 
 // -- live indicator ----------------------------------------------------------------
 const liveEl = document.getElementById("live");
@@ -103,7 +104,10 @@ if (toggle) {
     } catch (err) {
       toggle.checked = !want;
       toggle.disabled = false;
-      alert(`Could not switch tracing: ${err.message}`);
+      const text = `Could not switch tracing: ${err.message}`;
+      // AstrBot's sandbox has no allow-modals: alert() would be dropped without a word
+      if (embedded) main.prepend(notice("error", text));
+      else alert(text);
     }
   });
   live.on("config", showConfig);
@@ -116,22 +120,30 @@ function setTheme(theme) {
   const btn = document.getElementById("theme");
   if (btn) btn.title = `Theme: ${theme} (click to change)`;
 }
-let theme = "auto";
-try {
-  theme = localStorage.getItem("botrace-theme") || "auto";
-} catch {
-  /* storage may be off */
-}
-setTheme(theme);
-document.getElementById("theme")?.addEventListener("click", () => {
-  theme = THEMES[(THEMES.indexOf(theme) + 1) % THEMES.length];
-  setTheme(theme);
+if (embedded) {
+  // Inside AstrBot's dashboard its theme rules: AstrBot writes it into the page and the
+  // bridge passes on every change (context.isDark). No button, and no storage to keep one.
+  bridge?.onContext((ctx) => {
+    if (typeof ctx?.isDark === "boolean") setTheme(ctx.isDark ? "dark" : "light");
+  });
+} else {
+  let theme = "auto";
   try {
-    localStorage.setItem("botrace-theme", theme);
+    theme = localStorage.getItem("botrace-theme") || "auto";
   } catch {
-    /* ignore */
+    /* storage may be off */
   }
-});
+  setTheme(theme);
+  document.getElementById("theme")?.addEventListener("click", () => {
+    theme = THEMES[(THEMES.indexOf(theme) + 1) % THEMES.length];
+    setTheme(theme);
+    try {
+      localStorage.setItem("botrace-theme", theme);
+    } catch {
+      /* ignore */
+    }
+  });
+}
 
 live.start();
 render();

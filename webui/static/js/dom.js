@@ -1,6 +1,6 @@
 // DOM building without innerHTML: every string from a trace becomes a text node.
 
-export const base = document.body.dataset.base || "/";
+import { href } from "./nav.js";
 
 /** h("a", {class: "x", href, onclick}, "text", child, [more]) */
 export function h(tag, props, ...children) {
@@ -37,27 +37,36 @@ export function clear(el) {
 }
 
 const SVG = "http://www.w3.org/2000/svg";
+// The sprite's URL, from the page shell: the static file when served by botrace; empty (the
+// sprite is inlined in the page) in AstrBot's plugin page, where a URL built here would get no
+// asset token and an external <use> from a sandboxed (opaque-origin) frame is refused anyway.
+const SPRITE = document.body.dataset.icons ?? "";
 
 export function icon(name, cls = "icon") {
   const svg = document.createElementNS(SVG, "svg");
   svg.setAttribute("class", cls);
   svg.setAttribute("aria-hidden", "true");
   const use = document.createElementNS(SVG, "use");
-  use.setAttribute("href", `${base}static/icons.svg#${name}`);
+  use.setAttribute("href", `${SPRITE}#${name}`);
   svg.append(use);
   return svg;
 }
 
 /** An internal link the router handles (no page reload). */
 export function link(path, props, ...children) {
-  return h("a", { href: base + path.replace(/^\//, ""), "data-link": true, ...props }, ...children);
+  return h("a", { href: href(path), "data-link": path.replace(/^\//, ""), ...props }, ...children);
+}
+
+/** The parameters that have a value, as strings (empty ones mean "not given"). */
+export function compactParams(params = {}) {
+  const out = {};
+  for (const [k, v] of Object.entries(params)) {
+    if (v !== undefined && v !== null && v !== "") out[k] = String(v);
+  }
+  return out;
 }
 
 export function qs(params) {
-  const u = new URLSearchParams();
-  for (const [k, v] of Object.entries(params)) {
-    if (v !== undefined && v !== null && v !== "") u.set(k, String(v));
-  }
-  const s = u.toString();
+  const s = new URLSearchParams(compactParams(params)).toString();
   return s ? `?${s}` : "";
 }

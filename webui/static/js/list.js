@@ -1,8 +1,9 @@
 // The trace list: filters reflected in the URL, live insertions, and (demo) the chat box.
 
 import { api } from "./api.js";
-import { base, clear, h, link, qs } from "./dom.js";
+import { clear, h, link, qs } from "./dom.js";
 import { live } from "./live.js";
+import { setView } from "./nav.js";
 import { notice, traceTable } from "./widgets.js";
 
 const FILTERS = [
@@ -62,7 +63,7 @@ export function listView(root, ctx) {
     timer = setTimeout(apply, debounce ? 300 : 0);
   }
   function apply() {
-    history.replaceState(null, "", `${base}${qs(values)}`);
+    setView(qs(values), { replace: true });
     showHidden();
     table.reload();
   }

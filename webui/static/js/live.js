@@ -1,12 +1,14 @@
 // One live connection (Server-Sent Events) for the whole page, built to keep going:
 // - EventSource reconnects by itself after a network blip and sends Last-Event-ID;
+//   a connection that gave up (and inside AstrBot's dashboard, where the bridge never
+//   retries, any failed one) is reopened here with the last id, backing off;
 // - a watchdog notices a stream that went quiet (no heartbeat) and reconnects, so a
 //   tab left in the background, or a proxy that swallowed the connection, catches up
 //   as soon as it is looked at again;
 // - when the server says events were lost (slow tab, or the replay buffer no longer
 //   reaches back far enough) the views reload from the REST API ("resync").
 
-import { apiUrl } from "./api.js";
+import { openStream } from "./api.js";
 
 const KINDS = ["trace_started", "span_started", "span_finished", "trace_finished", "config"];
 const RECENT_TRACES = 30;
@@ -68,49 +70,48 @@ export class LiveStream {
     clearTimeout(this.retryTimer);
     if (this.source) this.source.close();
     const params = this.lastEventId ? { last_event_id: this.lastEventId } : {};
-    const src = new EventSource(apiUrl("stream", params));
-    this.source = src;
+    // events of a connection already replaced are ignored: only the current one speaks
+    const source = openStream(params, {
+      onEvent: (kind, data, id) => {
+        if (source === this.source) this.receive(kind, data, id);
+      },
+      onError: (gaveUp) => {
+        if (source !== this.source) return;
+        if (gaveUp) {
+          // the browser gave up (e.g. the server answered an error): retry ourselves
+          this.reconnect(this.backoff);
+          this.backoff = Math.min(this.backoff * 2, 30000);
+        } else {
+          this.setState("reconnecting");
+        }
+      },
+    });
+    this.source = source;
     this.lastMessageAt = Date.now();
-    src.addEventListener("hello", (ev) => {
-      this.touch(ev);
-      const hello = JSON.parse(ev.data);
-      if ((hello.heartbeat_s || 15) !== this.heartbeatS) {
-        this.heartbeatS = hello.heartbeat_s || 15;
+  }
+
+  receive(kind, data, id) {
+    this.touch(id);
+    if (kind === "hello") {
+      if ((data.heartbeat_s || 15) !== this.heartbeatS) {
+        this.heartbeatS = data.heartbeat_s || 15;
         this.armWatchdog();
       }
       this.backoff = 1000;
-      this.feed = hello.source;
-      this.setState(this.liveState(hello.live));
-      if (hello.resume === "gap") this.emit("resync", { reason: "reconnected after a gap" });
-    });
-    src.addEventListener("heartbeat", (ev) => this.touch(ev));
-    src.addEventListener("lost", (ev) => {
-      this.touch(ev);
-      this.emit("resync", { reason: `${JSON.parse(ev.data).count} live events were dropped` });
-    });
-    for (const kind of KINDS) {
-      src.addEventListener(kind, (ev) => {
-        this.touch(ev);
-        const data = JSON.parse(ev.data);
-        this.remember(kind, data);
-        this.emit(kind, data);
-      });
+      this.feed = data.source;
+      this.setState(this.liveState(data.live));
+      if (data.resume === "gap") this.emit("resync", { reason: "reconnected after a gap" });
+    } else if (kind === "lost") {
+      this.emit("resync", { reason: `${data.count} live events were dropped` });
+    } else if (KINDS.includes(kind)) {
+      this.remember(kind, data);
+      this.emit(kind, data);
     }
-    src.onerror = () => {
-      if (src !== this.source) return;
-      if (src.readyState === EventSource.CLOSED) {
-        // the browser gave up (e.g. the server answered an error): retry ourselves
-        this.reconnect(this.backoff);
-        this.backoff = Math.min(this.backoff * 2, 30000);
-      } else {
-        this.setState("reconnecting");
-      }
-    };
   }
 
-  touch(ev) {
+  touch(lastEventId) {
     this.lastMessageAt = Date.now();
-    if (ev.lastEventId) this.lastEventId = ev.lastEventId;
+    if (lastEventId) this.lastEventId = lastEventId;
     if (this.state === "reconnecting" || this.state === "offline") this.setState(this.liveState(true));
   }
 

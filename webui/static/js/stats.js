@@ -1,8 +1,9 @@
 // "Which phase is the bottleneck": latency, errors and tokens per stage / plugin / tool / model.
 
 import { api } from "./api.js";
-import { base, clear, h, link, qs } from "./dom.js";
+import { clear, h, link, qs } from "./dom.js";
 import { fmtCost, fmtMs, fmtNum, fmtPct, pluginHue } from "./format.js";
+import { setView } from "./nav.js";
 import { emptyState, notice, pluginChip } from "./widgets.js";
 
 const GROUPS = [["stage", "Stages"], ["plugin", "Plugins"], ["tool", "Tools"], ["model", "Models"], ["span_type", "Span types"]];
@@ -46,7 +47,7 @@ export function statsView(root, ctx) {
   async function load() {
     const mine = ++gen;
     drawTabs();
-    history.replaceState(null, "", `${base}stats${qs({ group_by: state.group_by, since: state.since === "24h" ? "" : state.since })}`);
+    setView(`stats${qs({ group_by: state.group_by, since: state.since === "24h" ? "" : state.since })}`, { replace: true });
     const params = { group_by: state.group_by };
     if (state.since && state.since !== "all") params.since = state.since;
     try {

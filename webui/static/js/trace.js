@@ -4,11 +4,12 @@
 // trace of thousands of spans opens and scrolls like a small one. A running trace
 // grows as span events arrive on the live stream.
 
-import { api, ApiError, apiUrl } from "./api.js";
+import { api, ApiError } from "./api.js";
 import { clear, h, icon, link } from "./dom.js";
 import { fmtCost, fmtDuration, fmtFullTime, fmtNum, fmtTime, pluginHue } from "./format.js";
 import { live } from "./live.js";
-import { emptyState, notice, pluginChip, statusBadge } from "./widgets.js";
+import { currentView, setView } from "./nav.js";
+import { downloadLink, emptyState, notice, pluginChip, statusBadge } from "./widgets.js";
 
 const ROW_H = 28;
 const OVERSCAN = 10;
@@ -283,9 +284,9 @@ export function traceView(root, ctx) {
     ensureVisible(node.index);
     schedule();
     if (showDetail) showSpan(id);
-    const u = new URL(location.href);
-    u.searchParams.set("span", id);
-    history.replaceState(null, "", u);
+    const { path, params } = currentView();
+    params.set("span", id);
+    setView(`${path}?${params}`, { replace: true });
   }
 
   function ensureVisible(index) {
@@ -410,7 +411,8 @@ export function traceView(root, ctx) {
     }
     if (cut) detail.append(notice("warn", "Long values are cut for display. The download has them in full."));
     detail.append(h("p", { class: "downloads" },
-      h("a", { href: apiUrl(`traces/${tid}/spans/${s.span_id}`, { download: "true" }), download: "" }, icon("download", "icon icon-sm"), " Full span (JSON)")));
+      downloadLink(`traces/${tid}/spans/${s.span_id}`, { download: "true" }, `span-${tid}-${s.span_id}.json`, null,
+        icon("download", "icon icon-sm"), " Full span (JSON)")));
   }
 
   // -- header ----------------------------------------------------------------------------
@@ -457,8 +459,10 @@ export function traceView(root, ctx) {
     headEl.append(h("div", { class: "actions" },
       h("button", { type: "button", class: "secondary", onclick: () => setAll(true) }, "Expand all"),
       h("button", { type: "button", class: "secondary", onclick: () => setAll(false) }, "Collapse all"),
-      h("a", { class: "button secondary", href: apiUrl(`traces/${tid}/download`, { format: "json" }), download: "" }, icon("download", "icon icon-sm"), " JSON"),
-      h("a", { class: "button secondary", href: apiUrl(`traces/${tid}/download`, { format: "otlp" }), download: "" }, icon("download", "icon icon-sm"), " OTLP")));
+      downloadLink(`traces/${tid}/download`, { format: "json" }, `trace-${tid}.json`, { class: "button secondary" },
+        icon("download", "icon icon-sm"), " JSON"),
+      downloadLink(`traces/${tid}/download`, { format: "otlp" }, `trace-${tid}.otlp.json`, { class: "button secondary" },
+        icon("download", "icon icon-sm"), " OTLP")));
   }
 
   // -- data ------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 // Small pieces several views share: plugin chips, status badges, notices, the trace table.
 
-import { api } from "./api.js";
+import { api, apiUrl } from "./api.js";
 import { clear, h, icon, link } from "./dom.js";
 import { fmtCost, fmtDuration, fmtFullTime, fmtNum, fmtTime, fmtTokens, pluginHue } from "./format.js";
+import { embedded } from "./mode.js";
 
 /** A plugin's name in its colour (hue from a stable hash of `name`), gear = builtin, puzzle = third-party. */
 export function pluginChip(name, pluginType, label) {
@@ -22,6 +23,29 @@ export function statusBadge(status) {
 
 export function notice(kind, ...text) {
   return h("p", { class: `notice notice-${kind}`, role: kind === "error" ? "alert" : "status" }, ...text);
+}
+
+/**
+ * A download of an API document (a trace, a span) as `filename`. Served by botrace it is a
+ * link to the API. Inside AstrBot's dashboard the page cannot reach the API by URL, so it is
+ * a button that has the dashboard fetch the file through the bridge and save it.
+ */
+export function downloadLink(path, params, filename, props, ...children) {
+  if (!embedded) return h("a", { ...props, href: apiUrl(path, params), download: "" }, ...children);
+  const btn = h("button", {
+    type: "button", class: (props && props.class) || "link-button",
+    onclick: async () => {
+      btn.disabled = true;
+      try {
+        await api.download(path, params, filename);
+      } catch (err) {
+        btn.after(notice("error", `Download failed: ${err.message}`));
+      } finally {
+        btn.disabled = false;
+      }
+    },
+  }, ...children);
+  return btn;
 }
 
 export function emptyState(...text) {
