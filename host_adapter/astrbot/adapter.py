@@ -489,16 +489,19 @@ def _stage_wrapper(emit: SpanEmitter, name: str, process: Callable[..., Any]) ->
     """A stage's ``process`` inside its span; a generator stage keeps its span open (and
     current) across its yields, so the stages run there nest inside it — the onion."""
 
+    replies = name == "Respond"
+
     @functools.wraps(process)
     def wrapped(self: Any, event: Any, *args: Any, **kwargs: Any) -> Any:
         ret = process(self, event, *args, **kwargs)
-        if inspect.isasyncgen(ret):
-            span = emit.stage(name, event)
-            return _onion(span, ret) if span else ret
-        if inspect.isawaitable(ret):
-            span = emit.stage(name, event)
-            return _awaited(span, ret) if span else ret
-        return ret
+        if not (inspect.isasyncgen(ret) or inspect.isawaitable(ret)):
+            return ret
+        span = emit.stage(name, event)
+        if not span:
+            return ret
+        if replies:
+            _record_reply(span, event)
+        return _onion(span, ret) if inspect.isasyncgen(ret) else _awaited(span, ret)
 
     return wrapped
 
@@ -514,15 +517,24 @@ async def _awaited(span: Any, coro: Any) -> Any:
         return await coro
 
 
-def _record_outcome(span: Any, event: Any) -> None:
-    """The reply and whether the message was stopped, on the root."""
+def _record_reply(span: Any, event: Any) -> None:
+    """What Respond is about to send, on its span and on the root (the message's reply)."""
     try:
         text = recording.plain_text(event.get_result())
-        if text:
-            span.set_output(reply=text)
+    except Exception:  # an event of another shape: the spans keep what they have
+        log.debug("botrace: could not read the reply", exc_info=True)
+        return
+    if text:
+        span.set_output(reply=text)
+        span.trace.root.set_output(reply=text)
+
+
+def _record_outcome(span: Any, event: Any) -> None:
+    """Whether the message was stopped (by a plugin or a check), on the root."""
+    try:
         if event.is_stopped():
             span.set_meta(stopped=True)
-    except Exception:  # an event of another shape: the root keeps what it has
+    except Exception:
         log.debug("botrace: could not read the message's outcome", exc_info=True)
 
 

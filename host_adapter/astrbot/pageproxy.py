@@ -27,22 +27,20 @@ same status and botrace's message, so the bridge rejects with that text.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 
+from botrace_webui.plugin_page import bridge_route
+
 __all__ = ["PageProxy"]
 
 log = logging.getLogger("botrace.astrbot")
 
-#: what a forwarded path may look like: API path segments, never ``..`` or a scheme
-_PATH = re.compile(r"(?:[A-Za-z0-9_.~-]+/)*[A-Za-z0-9_.~-]+")
-
 
 class PageProxy:
-    """Forwards the plugin page's calls to botrace's API at ``upstream`` (``…/api/v1/``).
+    """Forwards the plugin page's calls to botrace's app at ``upstream`` (``http://127.0.0.1:port``).
 
     ``web`` is AstrBot's ``astrbot.api.web`` module (request proxy and response
     helpers); ``token`` is the bearer token botrace's app asks for, if any.
@@ -68,32 +66,28 @@ class PageProxy:
         """The registered route's handler (``rest``: the path after ``api/``)."""
         web = self.web
         request = web.request
-        path = rest.strip("/")
-        if not _PATH.fullmatch(path) or ".." in path.split("/"):
-            return web.error_response(f"not an API path: {rest!r}", status_code=400)
-        method = str(request.method).upper()
+        try:
+            method, path = bridge_route(str(request.method), f"api/{rest}")
+        except ValueError as exc:
+            return web.error_response(str(exc), status_code=400)
         query = [(k, v) for k, v in request.query.items()]
-        if path == "stream" and method == "GET":
+        if path == "/api/v1/stream":
             return web.stream_response(self._stream(query), headers={"Cache-Control": "no-cache"})
-        body = None
-        if method == "POST":
-            body = await request.json(default=None)
-            if path == "config":
-                method = "PUT"
+        body = await request.json(default=None) if method != "GET" else None
         try:
             async with self._client().request(
                     method, self.upstream + path, params=query, json=body,
                     timeout=aiohttp.ClientTimeout(total=60)) as resp:
-                kind = resp.content_type
-                if kind != "application/json":
+                if resp.content_type != "application/json" or "Content-Disposition" in resp.headers:
+                    # a download (or anything not an API answer): the bytes as they are
                     data = await resp.read()
                     headers = {k: v for k, v in resp.headers.items()
                                if k.lower() in ("content-disposition", "cache-control")}
-                    return web.stream_response(iter([data]), content_type=kind,
+                    return web.stream_response(iter([data]), content_type=resp.content_type,
                                                status_code=resp.status, headers=headers)
                 data = await resp.json()
                 status = resp.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             log.warning("botrace: the Trace page's call %s %s failed: %s", method, path, exc)
             return web.error_response(f"botrace is not answering ({exc})", status_code=502)
         if status < 400:
@@ -105,7 +99,7 @@ class PageProxy:
         """botrace's Server-Sent Events, chunk by chunk, until either side closes."""
         try:
             async with self._client().get(
-                    self.upstream + "stream", params=query,
+                    self.upstream + "/api/v1/stream", params=query,
                     headers={"Accept": "text/event-stream"},
                     timeout=aiohttp.ClientTimeout(total=None, sock_read=None)) as resp:
                 if resp.status != 200:

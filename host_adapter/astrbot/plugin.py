@@ -24,7 +24,6 @@ import importlib
 import logging
 import os
 import secrets
-from pathlib import Path
 from typing import Any
 
 import botrace
@@ -171,7 +170,7 @@ class BotraceRuntime:
         address = self._runner.addresses[0]
         self.url = PageOptions(True, host, address[1], token or "").url
         if pages is not None:
-            self._register_routes(pages, f"http://127.0.0.1:{address[1]}/api/v1/", token)
+            self._register_routes(pages, f"http://127.0.0.1:{address[1]}", token)
 
     def _register_routes(self, web: Any, upstream: str, token: str | None) -> None:
         from botrace_host_adapter.astrbot.pageproxy import PageProxy
@@ -232,8 +231,3 @@ class _LogBridge(logging.Handler):
         source.propagate = self._propagate
 
     _propagate = True
-
-
-def package_dir() -> Path:
-    """The folder of this package (the plugin's files are written from it)."""
-    return Path(__file__).resolve().parent

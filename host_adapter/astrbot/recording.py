@@ -166,8 +166,8 @@ def hook_state(event: Any, args: tuple[Any, ...]) -> dict[str, Any]:
             result = get_result()
         except Exception:
             result = None
-        state["result"] = (id(result), plain_text(result),
-                           len(getattr(result, "chain", None) or ()))
+        # by what a user would see: stopping the event swaps in an empty result, no change
+        state["result"] = (plain_text(result) or "", len(getattr(result, "chain", None) or ()))
     for i, arg in enumerate(args):
         if hasattr(arg, "system_prompt") or hasattr(arg, "func_tool"):  # ProviderRequest
             for name in _REQUEST_FIELDS:
