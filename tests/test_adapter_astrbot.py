@@ -79,7 +79,7 @@ async def test_an_astrbot_of_another_shape_traces_what_it_can_and_reports_the_re
         assert "changed shape" in adapter.unavailable["llm"]
         assert "no longer a classmethod" in adapter.unavailable["tools"]
         health = next(s for s in tracer.health()["sinks"] if s["name"] == "astrbot adapter")
-        assert health["wrapped"] == ["message"]
+        assert health["wrapped"] == ["message"] and health["state"] == "degraded"
         assert "llm_call (agent)" in health["unavailable"]
 
         event = types.SimpleNamespace(unified_msg_origin="webchat:FriendMessage:u1",

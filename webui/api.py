@@ -212,6 +212,10 @@ async def health(request: web.Request) -> web.Response:
             log.exception("botrace: tracer.health() failed")
             out["tracer"] = {"error": repr(exc)}
             out["status"] = "degraded"
+        else:
+            # a sink (or a host adapter missing part of its host) that says it is degraded
+            if any(s.get("state") == "degraded" for s in out["tracer"].get("sinks", ())):
+                out["status"] = "degraded"
     if store is not None:
         try:
             out["store"] = store.health()

@@ -179,6 +179,7 @@ class AstrBotAdapter(HostHooks):
         if tracer is not self._tracer:
             return None
         return {"name": "astrbot adapter", "astrbot_version": astrbot_version(),
+                "state": "degraded" if self.unavailable else "ok",
                 "wrapped": list(self.installed),
                 "unavailable": {TARGETS.get(k, k): v for k, v in self.unavailable.items()}}
 
@@ -264,13 +265,21 @@ class AstrBotAdapter(HostHooks):
 
     def _patch_function(self, module: Any, name: str, new: Any) -> None:
         """Replace a module function, and every ``from module import name`` copy of it in
-        AstrBot's already imported modules (AstrBot imports these by name)."""
+        AstrBot's already imported modules (AstrBot imports these by name).
+
+        A module imported later copies the wrapper (AstrBot 4.2x imports its stage modules
+        after the plugins load): the undo looks for such copies too and puts the original back.
+        """
         original = getattr(module, name)
-        for other in list(sys.modules.values()):
-            if other is None or other is module:
-                continue
-            if getattr(other, "__name__", "").startswith("astrbot") and \
-                    vars(other).get(name) is original:
+
+        def late_copies() -> None:
+            for other in _astrbot_modules():
+                if vars(other).get(name) is new:
+                    setattr(other, name, original)
+
+        self._undo.append(late_copies)
+        for other in _astrbot_modules():
+            if other is not module and vars(other).get(name) is original:
                 self._patch(other, name, new)
         self._patch(module, name, new)
 
@@ -690,6 +699,11 @@ def astrbot_version() -> str:
         return dist_version("astrbot")
     except Exception:
         return ""
+
+
+def _astrbot_modules() -> list[Any]:
+    return [m for m in list(sys.modules.values())
+            if m is not None and getattr(m, "__name__", "").startswith("astrbot")]
 
 
 def _require(owner: Any, name: str, check: Callable[[Any], bool]) -> Any:

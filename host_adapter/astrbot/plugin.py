@@ -72,6 +72,8 @@ class BotraceRuntime:
         self._poller: asyncio.Task[None] | None = None
         self._log_bridge: _LogBridge | None = None
         self._routes: list[tuple[str, Any, list[str], str]] = []
+        #: True from a successful start() until stop()
+        self.running = False
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -107,10 +109,12 @@ class BotraceRuntime:
                  "on" if tracer.enabled else "off", where, tracer.settings.trace_db_path)
         for kind, why in self.adapter.unavailable.items():
             log.warning("botrace: not traced in this AstrBot: %s (%s)", kind, why)
+        self.running = True
 
     async def stop(self) -> None:
         """Undo :meth:`start` completely (idempotent): patches first, so no new spans
         start, then the page, then the tracer (which delivers what is queued), the store."""
+        self.running = False
         if self._poller is not None:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
