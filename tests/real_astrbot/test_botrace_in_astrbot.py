@@ -280,19 +280,18 @@ def lifecycle_scenario(zip_path: Path, page_port: int) -> dict:
 def lifecycle(astrbot_env: AstrBotEnv, tmp_path_factory: pytest.TempPathFactory) -> Run:
     root = tmp_path_factory.mktemp("botrace-lifecycle")
     zip_path = write_plugin_zip(tmp_path_factory.mktemp("zip"))
-    astrbot_env.install(str(_requirements()))
+    astrbot_env.install(str(_requirements(tmp_path_factory)))
     port = free_port()
     plugin_config(root, {"page": {"port": port}, "store": {"retention_days": 3}})
     return start(astrbot_env, root, lifecycle_scenario(zip_path, port))
 
 
-def _requirements() -> Path:
+def _requirements(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The plugin's requirements.txt, as AstrBot would install it (once per environment)."""
     from botrace_host_adapter.astrbot.package import REQUIREMENTS
 
-    path = Path(__file__).resolve().parent / ".botrace-requirements.txt"
-    text = "\n".join(REQUIREMENTS) + "\n"
-    if not path.exists() or path.read_text() != text:
-        path.write_text(text)
+    path = tmp_path_factory.mktemp("requirements") / "requirements.txt"
+    path.write_text("\n".join(REQUIREMENTS) + "\n")
     return path
 
 
@@ -532,7 +531,7 @@ def test_turning_on_and_reloading_traces_again_without_double_wrapping(lifecycle
 def streamed(astrbot_env: AstrBotEnv, tmp_path_factory: pytest.TempPathFactory) -> Run:
     root = tmp_path_factory.mktemp("botrace-stream")
     assert botrace_main(["astrbot-plugin", "--out", str(root / "data" / "plugins")]) == 0
-    astrbot_env.install(str(_requirements()))
+    astrbot_env.install(str(_requirements(tmp_path_factory)))
     plugin_config(root, {"page": {"port": free_port()}})
     scenario = {
         "plugins": [str(PROBE_PLUGIN)],
@@ -586,7 +585,7 @@ result = True
 def degraded(astrbot_env: AstrBotEnv, tmp_path_factory: pytest.TempPathFactory) -> Run:
     root = tmp_path_factory.mktemp("botrace-degraded")
     assert botrace_main(["astrbot-plugin", "--out", str(root / "data" / "plugins")]) == 0
-    astrbot_env.install(str(_requirements()))
+    astrbot_env.install(str(_requirements(tmp_path_factory)))
     plugin_config(root, {"page": {"port": free_port()}, "store": {"retention_days": "soon"}})
     scenario = {
         "plugins": [str(PROBE_PLUGIN)],
@@ -635,7 +634,7 @@ def test_a_missing_astrbot_function_costs_its_spans_only_and_shows_in_health(deg
 def newest(astrbot_env_py312: AstrBotEnv, tmp_path_factory: pytest.TempPathFactory) -> Run:
     root = tmp_path_factory.mktemp("botrace-newest")
     assert botrace_main(["astrbot-plugin", "--out", str(root / "data" / "plugins")]) == 0
-    astrbot_env_py312.install(str(_requirements()))
+    astrbot_env_py312.install(str(_requirements(tmp_path_factory)))
     plugin_config(root, {"page": {"port": free_port()}})
     scenario = {
         "plugins": [str(PROBE_PLUGIN)],
