@@ -136,3 +136,29 @@ def test_the_command_writes_the_zip(tmp_path, capsys):
 def test_every_option_is_in_the_schema_once():
     paths = [o.path for o in OPTIONS]
     assert len(paths) == len(set(paths))
+
+
+DOC = (ROOT / "docs" / "ASTRBOT.md").read_text(encoding="utf-8")
+
+
+def test_the_astrbot_doc_lists_every_setting_with_its_default():
+    rows = {}
+    for line in DOC.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`") and "." in cells[0]:
+            rows[cells[0].strip("`")] = cells[1].strip("`")
+    assert set(rows) == {o.path for o in OPTIONS}
+    for option in OPTIONS:
+        shown = json.dumps(option.default) if not isinstance(option.default, str) else (
+            option.default if option.json else json.dumps(option.default))
+        assert rows[option.path] in (shown, str(option.default).lower(), option.default), option.path
+
+
+@pytest.mark.parametrize("without_botrace", [False, True])
+def test_the_plugin_author_example_runs_with_and_without_botrace(without_botrace):
+    block = DOC.split("```python\n")[1].split("```")[0]
+    prelude = "import sys; sys.modules['botrace'] = None\n" if without_botrace else ""
+    code = prelude + block + "\nimport asyncio\nprint(asyncio.run(fetch('Paris')))\n"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert out.stdout.strip() == "Paris: sunny"
