@@ -470,6 +470,7 @@ class AstrBotAdapter(HostHooks):
             agent = getattr(tool, "agent", None)
             if agent is not None and name.startswith("transfer_to_"):
                 span = emit.subagent(str(getattr(agent, "name", None) or name[12:]),
+                                     module_path=getattr(tool, "handler_module_path", None),
                                      task=tool_args.get("input"))
             else:
                 span = emit.tool_call(name, module_path=getattr(tool, "handler_module_path", None),
