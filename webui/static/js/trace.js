@@ -454,7 +454,7 @@ export function traceView(root, ctx) {
     );
     const warnings = [];
     if (t.dropped_spans) warnings.push(`${fmtNum(t.dropped_spans)} spans were dropped (span budget).`);
-    if (t.truncated) warnings.push("Some values were cut (byte budget).");
+    if (t.truncated) warnings.push("Some values were cut to the size limits (long text, long lists or the trace's byte budget).");
     if (warnings.length) headEl.append(notice("warn", warnings.join(" ")));
     headEl.append(h("div", { class: "actions" },
       h("button", { type: "button", class: "secondary", onclick: () => setAll(true) }, "Expand all"),
