@@ -144,3 +144,25 @@ async def test_nobody_watching_costs_nothing_and_a_later_resume_is_a_gap():
     assert [json.loads(e.data)["i"] for e in await again.next(timeout=0)] == [105, 106, 107]
     assert hub.replay_since(last_id, again) is None  # still a gap once the hole is numbered
     assert hub.replay_since(hub.event_id(hub.last_seq - 1), again) is not None
+
+
+async def test_a_switch_from_anywhere_is_announced_to_open_pages():
+    """The page's switch and the host's (AstrBot's Trace switch, followed by its adapter,
+    from the loop or another thread) both reach every open page as a config event."""
+    tracer = Tracer({"trace_enable": True}, load_entrypoints=False)
+    hub = LiveHub()
+    hub.bind(asyncio.get_running_loop())
+    tracer.register(hub)
+    sub = hub.subscribe()
+    try:
+        tracer.set_enabled(False)                       # on the loop
+        thread = threading.Thread(target=tracer.set_enabled, args=(True,))
+        thread.start()
+        thread.join()                                   # from another thread
+        tracer.set_enabled(True)                        # no change: nothing to announce
+        await _settle()
+        events = await sub.next(timeout=1)
+        assert [(e.kind, json.loads(e.data)) for e in events] == [
+            ("config", {"trace_enable": False}), ("config", {"trace_enable": True})]
+    finally:
+        tracer.close()

@@ -270,10 +270,8 @@ async def put_config(request: web.Request) -> web.Response:
     tracer = request.app[keys.TRACER]
     if tracer is None:
         return _error(409, "read-only viewer: there is no running tracer to switch", "trace_enable")
-    tracer.set_enabled(body["trace_enable"])
-    doc = _config_doc(request.app)
-    request.app[keys.HUB].announce("config", {"trace_enable": doc["trace_enable"]})
-    return _json(doc)
+    tracer.set_enabled(body["trace_enable"])  # open pages hear of it from the live hub
+    return _json(_config_doc(request.app))
 
 
 async def chat(request: web.Request) -> web.Response:

@@ -284,6 +284,28 @@ class LiveHub:
         return True
 
     @hookimpl
+    def botrace_settings_changed(self, settings: Any, changes: Any) -> None:
+        """Tell open pages when tracing was switched, whoever switched it (the page's own
+        switch, or the host's: AstrBot's Trace switch), from whatever thread."""
+        if "trace_enable" not in changes:
+            return
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        payload = {"trace_enable": bool(settings.trace_enable)}
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self.announce("config", payload)
+        else:
+            try:
+                loop.call_soon_threadsafe(self.announce, "config", payload)
+            except RuntimeError:  # the loop closed meanwhile: no page to tell
+                pass
+
+    @hookimpl
     def botrace_trace_started(self, trace: Any) -> None:
         if not self._wanted():
             return
