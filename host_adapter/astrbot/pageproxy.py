@@ -38,6 +38,9 @@ __all__ = ["PageProxy"]
 
 log = logging.getLogger("botrace.astrbot")
 
+#: the stream's last event: "subscribe again" (see PageProxy._stream)
+RECONNECT = b"\nevent: reconnect\ndata: {}\n\n"
+
 
 class PageProxy:
     """Forwards the plugin page's calls to botrace's app at ``upstream`` (``http://127.0.0.1:port``).
@@ -96,17 +99,23 @@ class PageProxy:
         return web.error_response(message or f"HTTP {status}", status_code=status, data=data)
 
     async def _stream(self, query: list[tuple[str, str]]) -> AsyncIterator[bytes]:
-        """botrace's Server-Sent Events, chunk by chunk, until either side closes."""
+        """botrace's Server-Sent Events, chunk by chunk, then a ``reconnect`` event.
+
+        AstrBot's bridge tells the page when a stream fails but not when it ends, and a
+        plugin reload ends it (the botrace behind the route is a new one): the last event
+        asks the page to subscribe again, at once.
+        """
         try:
             async with self._client().get(
                     self.upstream + "/api/v1/stream", params=query,
                     headers={"Accept": "text/event-stream"},
                     timeout=aiohttp.ClientTimeout(total=None, sock_read=None)) as resp:
-                if resp.status != 200:
-                    text = await resp.text()
-                    yield f"event: error\ndata: {text[:200]!r}\n\n".encode()
-                    return
-                async for chunk in resp.content.iter_any():
-                    yield chunk
+                if resp.status == 200:
+                    async for chunk in resp.content.iter_any():
+                        yield chunk
+                else:
+                    log.info("botrace: the Trace page's live stream was refused: HTTP %s",
+                             resp.status)
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.info("botrace: the Trace page's live stream ended: %s", exc)
+        yield RECONNECT

@@ -102,7 +102,9 @@ function eventSource(params, onEvent, onError) {
 
 // Through the bridge: the dashboard fetches the stream (with its own auth) and posts each
 // event to the page as {eventType, parsed, lastEventId}. It never reconnects, and a stream the
-// server ended is not reported at all (the caller's watchdog notices the silence).
+// server ended is not reported at all, so the plugin's backend sends a last `reconnect` event
+// when botrace's stream behind it ends (a plugin reload); the caller's watchdog notices any
+// other silence.
 function bridgedStream(params, onEvent, onError) {
   let closed = false;
   let id = null;
@@ -111,6 +113,7 @@ function bridgedStream(params, onEvent, onError) {
   };
   const handlers = {
     onMessage(ev) {
+      if (ev.eventType === "reconnect") return fail();
       if (closed || !STREAM_EVENTS.includes(ev.eventType) || typeof ev.parsed !== "object") return;
       onEvent(ev.eventType, ev.parsed, ev.lastEventId || "");
     },
