@@ -194,3 +194,11 @@ def test_hook_state_sees_a_changed_request_and_a_stopped_event():
     assert recording.state_changes(before, after) == ["system_prompt"]
     assert after["stopped"] and not before["stopped"]
     assert recording.hook_kind(types.SimpleNamespace(name="OnLLMRequestEvent")) == "on_llm_request"
+
+
+def test_text_change_says_what_a_hook_added():
+    assert recording.text_change("be nice", "be nice\n[x]") == {"appended": "\n[x]", "chars_added": 4}
+    assert recording.text_change("be nice", "[x] be nice") == {"prepended": "[x] ", "chars_added": 4}
+    assert recording.text_change("be nice", "be kind") == {"replaced_with": "be kind",
+                                                           "chars_added": 0}
+    assert recording.text_change(None, "hi") == {"replaced_with": "hi", "chars_added": 2}

@@ -579,13 +579,13 @@ def _record_hook_effect(span: Any, event: Any, args: tuple[Any, ...],
     changed = recording.state_changes(before, after)
     if changed:
         span.set_meta(changed=changed)
-        values = {}
-        for arg in args:
-            for field in changed:
-                if field in ("prompt", "system_prompt", "model", "completion_text"):
-                    value = getattr(arg, field, None)
-                    if isinstance(value, str):
-                        values[field] = value
+        values: dict[str, Any] = {}
+        for field in changed:
+            if field in ("prompt", "system_prompt", "completion_text"):
+                # what the hook added, not the whole (long) text
+                values[field] = recording.text_change(before.get(field), after.get(field))
+            elif field == "model":
+                values[field] = after.get(field)
         if "result" in changed:
             values["result"] = recording.plain_text(event.get_result())
         if values:

@@ -12,6 +12,7 @@ from typing import Any
 
 __all__ = [
     "hook_kind",
+    "text_change",
     "hook_state",
     "llm_messages",
     "llm_output",
@@ -33,10 +34,6 @@ _HOOK_KINDS = {
     "OnAfterMessageSentEvent": "after_message_sent",
     "OnPluginErrorEvent": "on_plugin_error",
 }
-
-#: Text kept of a message in an LLM call's input; the span's own limits cut further.
-_MESSAGE_CHARS = 2_000
-
 
 def hook_kind(event_type: Any) -> str:
     """``EventType.OnLLMRequestEvent`` -> ``"on_llm_request"`` (unknown kinds keep their name)."""
@@ -94,7 +91,8 @@ def llm_output(resp: Any) -> dict[str, Any]:
 
 
 def llm_messages(messages: Any) -> list[dict[str, Any]] | None:
-    """A request's messages as ``[{"role", "content"}]`` (content as bounded text)."""
+    """A request's messages as ``[{"role", "content"}]`` (content as text; the span's limits
+    bound it like any value, and mark the trace when they cut)."""
     if not isinstance(messages, list):
         return None
     out = []
@@ -126,7 +124,7 @@ def _content_text(content: Any) -> str:
         text = "".join(bits)
     else:
         text = str(content)
-    return text if len(text) <= _MESSAGE_CHARS else text[:_MESSAGE_CHARS] + "…"
+    return text  # the span's limits cut it, visibly (trace_max_string)
 
 
 def tool_result(result: Any) -> tuple[str | None, bool]:
@@ -177,6 +175,18 @@ def hook_state(event: Any, args: tuple[Any, ...]) -> dict[str, Any]:
         elif isinstance(arg, dict):
             state[f"arg{i}"] = (id(arg), len(arg), tuple(arg))
     return state
+
+
+def text_change(old: Any, new: Any) -> dict[str, Any]:
+    """How a hook changed a text (a system prompt, a prompt): what it appended or prepended,
+    or the new text when it rewrote it; with the number of characters it added."""
+    old = old if isinstance(old, str) else ""
+    new = new if isinstance(new, str) else ""
+    if old and new.startswith(old):
+        return {"appended": new[len(old):], "chars_added": len(new) - len(old)}
+    if old and new.endswith(old):
+        return {"prepended": new[: len(new) - len(old)], "chars_added": len(new) - len(old)}
+    return {"replaced_with": new, "chars_added": len(new) - len(old)}
 
 
 def state_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:

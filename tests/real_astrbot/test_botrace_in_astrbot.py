@@ -391,7 +391,9 @@ def test_an_on_llm_request_hook_that_changes_the_request_says_so(lifecycle: Run)
     (marker,) = named(spans, "on_llm_request ProbePlugin.add_system_marker")
     assert marker["plugin"]["name"] == PROBE
     assert marker["meta"]["changed"] == ["system_prompt"]
-    assert marker["output"]["system_prompt"].endswith(SYSTEM_MARKER)
+    assert marker["output"]["system_prompt"] == {"appended": "\n" + SYSTEM_MARKER,
+                                                 "chars_added": len(SYSTEM_MARKER) + 1}
+    assert not lifecycle.stored.one("What is the weather in Paris?")["trace"]["truncated"]
     hooks = [s for s in spans if s["meta"].get("event_type") == "on_llm_request"]
     assert all(s["plugin"] for s in hooks)
     assert not [s for s in spans if s["name"].startswith("hooks ")]  # no per-hook-type spans
