@@ -71,7 +71,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return _json_error(400, exc.message, exc.param)
     except web.HTTPException as exc:
         if _is_api(request) and exc.status >= 400 and exc.content_type != "application/json":
-            return _json_error(exc.status, exc.reason, headers={
+            message = exc.reason
+            if exc.status == 404:  # the page's messages end in "not found" for a 404
+                message = f"API path {request.path} not found"
+            elif exc.status == 405:
+                message = f"{request.method} is not allowed on {request.path}"
+            return _json_error(exc.status, message, headers={
                 k: v for k, v in exc.headers.items() if k.lower() in ("allow", "www-authenticate")})
         raise
     except asyncio.CancelledError:
