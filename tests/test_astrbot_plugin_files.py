@@ -95,6 +95,7 @@ def test_the_plugin_folder_has_what_astrbot_loads_and_its_own_botrace(tmp_path):
     folder = write_plugin(tmp_path)
     assert folder.name == "astrbot_plugin_botrace"
     for name in ("main.py", "metadata.yaml", "_conf_schema.json", "requirements.txt", "README.md",
+                 "CHANGELOG.md",
                  "pages/trace/index.html", "_vendor/botrace/__init__.py",
                  "_vendor/botrace_webui/static/js/app.js",
                  "_vendor/botrace_host_adapter/astrbot/adapter.py"):

@@ -1,12 +1,13 @@
 """``botrace astrbot-plugin``: write the botrace AstrBot plugin, as a folder or a zip.
 
 The plugin is self-contained, so a stock AstrBot (Docker included) takes it the
-way it takes any plugin — upload the zip in the dashboard (Plugins › Install ›
-from file), or put the folder into ``data/plugins/``:
+way it takes any plugin — upload the zip in the dashboard (Extensions › + › Install
+From File), or put the folder into ``data/plugins/``:
 
     astrbot_plugin_botrace/
         main.py               the Star (plugin_files/main.py)
         metadata.yaml         name, version, description with the page's address
+        CHANGELOG.md          what this version brings (AstrBot shows it)
         _conf_schema.json     the settings AstrBot's dashboard shows (pluginconfig.py)
         requirements.txt      botrace's dependencies; AstrBot installs them
         README.md
@@ -48,8 +49,8 @@ plugin handler and event hook (coloured by plugin, builtin or third-party),
 every LLM call with model and tokens, every tool call with the plugin that owns
 it, every subagent handoff — with timings, inputs, outputs and errors.
 
-1. Install: upload `{name}.zip` in AstrBot's dashboard (Plugins › Install › from
-   file), or put this folder into `data/plugins/` and restart AstrBot.
+1. Install: upload `{name}.zip` in AstrBot's dashboard (Extensions › + › Install From
+   File), or put this folder into `data/plugins/` and restart AstrBot.
 2. Switch tracing on with AstrBot's own Trace switch (`trace_enable`), or the
    switch on the Trace page; both stay in step.
 3. Open the Trace page: http://127.0.0.1:6196/ on the AstrBot machine (the
@@ -58,6 +59,16 @@ it, every subagent handoff — with timings, inputs, outputs and errors.
 
 Traces are kept in `data/plugin_data/{name}/botrace.db` ({days} days by
 default). botrace {version}.
+"""
+
+_CHANGELOG = """# Changelog
+
+## {version}
+
+- The plugin carries botrace {version}: one span tree per message (stages, plugin
+  handlers and event hooks credited to their plugins, LLM calls with model and tokens,
+  tool calls with their results, subagent handoffs), the Trace page on its own port and
+  in AstrBot's dashboard, and AstrBot's own Trace switch followed both ways.
 """
 
 
@@ -78,6 +89,8 @@ def write_plugin(dest: str | Path, *, overwrite: bool = False) -> Path:
     (folder / "_conf_schema.json").write_text(
         json.dumps(conf_schema(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     (folder / "requirements.txt").write_text("\n".join(REQUIREMENTS) + "\n", encoding="utf-8")
+    (folder / "CHANGELOG.md").write_text(_CHANGELOG.format(version=botrace.__version__),
+                                         encoding="utf-8")
     (folder / "README.md").write_text(_README.format(
         name=PLUGIN_NAME, days=7, version=botrace.__version__), encoding="utf-8")
     _write_page(folder / "pages" / "trace")
@@ -122,9 +135,10 @@ def _metadata() -> str:
     lines = {
         "name": PLUGIN_NAME,
         "display_name": "botrace · Trace",
-        "desc": ("A live span tree of every message: stages, plugin handlers, LLM calls with "
-                 "tokens, tools and subagents. Switch it with AstrBot's Trace switch; the page "
-                 "is at http://127.0.0.1:6196/ (settings › Trace page)."),
+        "desc": ("A live span tree of every message: stages, plugin handlers and hooks, LLM "
+                 "calls with tokens, tools and subagents. Switch it with AstrBot's Trace switch. "
+                 "The Trace page: in the dashboard's sidebar where AstrBot shows plugin pages, "
+                 "and at http://127.0.0.1:6196/ (settings › Trace page)."),
         "version": botrace.__version__,
         "author": "botrace",
         "astrbot_version": ">=4.14",
@@ -148,8 +162,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=".", metavar="DIR",
                    help="where to write it, e.g. AstrBot's data/plugins (default: here)")
     p.add_argument("--zip", action="store_true",
-                   help=f"write {PLUGIN_NAME}.zip, for AstrBot's dashboard (Plugins › Install › "
-                        "from file), instead of the folder")
+                   help=f"write {PLUGIN_NAME}.zip, for AstrBot's dashboard (Extensions › + › Install "
+                        "From File), instead of the folder")
     p.add_argument("--force", action="store_true", help="replace an existing plugin folder")
 
 
@@ -159,7 +173,7 @@ def main(args: argparse.Namespace) -> int:
     except (OSError, FileExistsError) as exc:
         print(f"botrace astrbot-plugin: {exc}", flush=True)
         return 2
-    what = "upload it in AstrBot's dashboard (Plugins › Install › from file)" if args.zip else \
+    what = "upload it in AstrBot's dashboard (Extensions › + › Install From File)" if args.zip else \
         "it is AstrBot's plugin folder: put it into data/plugins/ (or write it there with --out)"
     print(f"botrace astrbot-plugin: wrote {path}; {what}, then switch on AstrBot's Trace switch "
           "and open http://127.0.0.1:6196/", flush=True)

@@ -1,6 +1,6 @@
 """The botrace AstrBot plugin's settings: its ``_conf_schema.json`` and their meaning.
 
-An operator edits them in AstrBot's dashboard (Plugins › botrace › Configure);
+An operator edits them in AstrBot's dashboard (the plugin's settings);
 AstrBot keeps them in ``data/config/astrbot_plugin_botrace_config.json`` and
 hands them to the plugin. One table below is the single source of truth for
 the schema AstrBot shows (descriptions, hints, defaults) and for how each
