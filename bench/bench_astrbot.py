@@ -24,6 +24,7 @@ over rounds and the ratios against ``not installed`` of the same run.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -61,7 +62,7 @@ def run_once(env, config: str, messages: int, workdir: Path, plugin: Path) -> di
     if config != "not installed":
         conf = root / "data" / "config" / "astrbot_plugin_botrace_config.json"
         conf.parent.mkdir(parents=True)
-        conf.write_text('{"page": {"port": %d}}' % free_port())
+        conf.write_text(json.dumps({"page": {"port": free_port()}}))
     steps = [{"op": "message", "name": "warm", "text": "warm up"},
              {"op": "exec", "name": "writer-before", "code": WRITER_CPU}]
     steps += [{"op": "message", "name": f"m{i}", "text": f"hello number {i}"}

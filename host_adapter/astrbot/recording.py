@@ -12,13 +12,13 @@ from typing import Any
 
 __all__ = [
     "hook_kind",
-    "text_change",
     "hook_state",
     "llm_messages",
     "llm_output",
     "llm_usage",
     "plain_text",
     "state_changes",
+    "text_change",
     "tool_result",
 ]
 
