@@ -81,6 +81,7 @@ async def test_filters_by_umo_and_plugin():
 async def test_replay_since_an_id_in_the_buffer_and_gap_otherwise():
     hub = LiveHub(replay_size=100)
     hub.bind(asyncio.get_running_loop())
+    hub.subscribe().close()  # a page was watching and went away: it may come back
     _publish_from_thread(hub, 150)
     await _settle()
     sub = hub.subscribe()
@@ -166,3 +167,17 @@ async def test_a_switch_from_anywhere_is_announced_to_open_pages():
             ("config", {"trace_enable": False}), ("config", {"trace_enable": True})]
     finally:
         tracer.close()
+
+
+async def test_a_hub_nobody_has_watched_yet_does_not_serialise_events():
+    """A host starting with no page open pays nothing for the stream from the start: no page
+    can resume from an event it never received."""
+    hub = LiveHub()
+    hub.bind(asyncio.get_running_loop())
+    _publish_from_thread(hub, 10)
+    await _settle()
+    assert hub.skipped_idle == 10 and hub.events_total == 0
+    sub = hub.subscribe()  # a page opens: from now on it gets every event
+    _publish_from_thread(hub, 3)
+    await _settle()
+    assert [json.loads(e.data)["i"] for e in await sub.next(timeout=1)] == [0, 1, 2]

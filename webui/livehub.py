@@ -133,7 +133,9 @@ class LiveHub:
         self.heartbeat_s = heartbeat_s
         #: with nobody subscribed for this long, events are not even serialised
         self.idle_keep_s = idle_keep_s
-        self._idle_since: float | None = time.monotonic()
+        # No page has subscribed yet, so none can resume from before now: idle already (a
+        # host starting with nobody watching pays nothing for the stream from the start)
+        self._idle_since: float | None = time.monotonic() - idle_keep_s - 1.0
         self._skipped = False
         self._hole = 0  # replay cannot reach back past this seq: events were skipped there
         self.skipped_idle = 0

@@ -98,7 +98,8 @@ class TraceStore:
         read_only: bool = False,
         writer: str | None = None,
         queue_max: int = 500_000,
-        flush_interval: float = 0.05,
+        flush_interval: float = 0.2,
+        commit_interval: float = 0.5,
         prune_interval: float = 300.0,
         prune_batch: int = 500,
         block_timeout: float = 0.2,
@@ -127,6 +128,7 @@ class TraceStore:
         self._hard_max = queue_max + queue_max // 4
         self._inflight_cap = max(1_000, min(queue_max // 2, 100_000))
         self.flush_interval = flush_interval
+        self.commit_interval = commit_interval
         self.prune_interval = prune_interval
         self.prune_batch = prune_batch
         self.block_timeout = block_timeout
@@ -244,6 +246,7 @@ class TraceStore:
                 "prices": {k: dict(v) for k, v in self.price_table.items()},
                 "retention_days": self.retention_days, "max_mb": self.max_mb,
                 "prune_interval": self.prune_interval, "prune_batch": self.prune_batch,
+                "min_interval": self.commit_interval,
                 "max_backoff": self.max_backoff, "spill_chunk": self.spill_chunk,
                 "spill_path": str(self._spill_path)}
 

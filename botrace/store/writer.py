@@ -354,9 +354,11 @@ class Writer:
         # writer has time to spare and doubles, up to `max_interval`, while it is busy more
         # than a quarter of the time (halving again below a tenth: a commit's pages cost
         # ~15 % of the writer's CPU at 100 ms and 5,000 traces/s, ninth session): under
-        # heavy load one commit serves thousands of traces, under light load (a chatbot's
-        # rates) a trace is queryable within 0.1 s.
-        self.min_interval = float(cfg.get("min_interval", 0.1))
+        # heavy load one commit serves thousands of traces. Under a chatbot's rates (a
+        # message every few tens of ms) a commit costs about as much as the spans in it,
+        # so `min_interval` (the store's `commit_interval`) is 0.5 s: a trace is
+        # queryable within half a second (the page sees it live at once, from the hub).
+        self.min_interval = float(cfg.get("min_interval", 0.5))
         self.max_interval = max(self.min_interval, float(cfg.get("max_interval", 1.0)))
         self.interval = self.min_interval
         self.last_commit = 0.0
