@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from botrace.attribution import PluginRef
     from botrace.tracer import Tracer
 
-__all__ = ["SpanEmitter", "iterate_in_span"]
+__all__ = ["SpanEmitter", "iterate_in_span", "reset_current"]
 
 T = TypeVar("T")
 AnySpan = Span | NullSpan
@@ -125,7 +125,7 @@ async def iterate_in_span(span: AnySpan, agen: AsyncIterator[T]) -> AsyncIterato
                 break
             finally:
                 inner = current_span_var.get()
-                _reset(token)
+                reset_current(token)
             yield item
     except BaseException as exc:
         await _aclose(agen)
@@ -134,7 +134,8 @@ async def iterate_in_span(span: AnySpan, agen: AsyncIterator[T]) -> AsyncIterato
     span.end()
 
 
-def _reset(token: Any) -> None:
+def reset_current(token: Any) -> None:
+    """Undo ``current_span_var.set`` (``token``), also when resumed in another task."""
     try:
         current_span_var.reset(token)
     except ValueError:  # resumed in another task than the one that set it

@@ -58,7 +58,7 @@ from botrace.attribution import BUILTIN, THIRD_PARTY, PluginRef
 from botrace.context import current_span_var
 from botrace.hookspecs import hookimpl
 from botrace_host_adapter.astrbot import recording
-from botrace_host_adapter.emitter import SpanEmitter, iterate_in_span
+from botrace_host_adapter.emitter import SpanEmitter, iterate_in_span, reset_current
 from botrace_host_adapter.hooks import HostHooks
 
 if TYPE_CHECKING:
@@ -614,7 +614,7 @@ async def _llm_responses(span: Any, agen: Any, note_tool_calls: Callable[[Any], 
             raise
         finally:
             inner = current_span_var.get()
-            _reset(token)
+            reset_current(token)
         if getattr(resp, "is_chunk", False):
             if first is None:
                 first = time.perf_counter()
@@ -781,11 +781,3 @@ def _tool_names(tool_set: Any) -> list[str] | None:
         return list(names()) if callable(names) else None
     except Exception:
         return None
-
-
-def _reset(token: Any) -> None:
-    try:
-        current_span_var.reset(token)
-    except ValueError:  # resumed in another task than the one that set it
-        old = token.old_value
-        current_span_var.set(None if old is token.MISSING else old)

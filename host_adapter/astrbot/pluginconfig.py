@@ -14,7 +14,6 @@ AstrBot's own key, switched from AstrBot's Trace page or botrace's.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 from collections.abc import Mapping
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from botrace.config import Settings, SettingsError
+from botrace_webui.app import is_loopback
 
 __all__ = ["OPTIONS", "Option", "PageOptions", "PluginConfigError", "conf_schema",
            "read_plugin_config"]
@@ -202,16 +202,7 @@ def _page_options(page: Mapping[str, Any]) -> PageOptions:
                                 f"0-65535, got {port!r}")
     if not isinstance(token, str):
         raise PluginConfigError(f"botrace plugin setting page.token: expected a string, got {token!r}")
-    if enable and not token and not _is_loopback(host):
+    if enable and not token and not is_loopback(host):
         raise PluginConfigError(f"botrace plugin setting page.host: {host} is reachable from "
                                 "other machines; set page.token too, or use 127.0.0.1")
     return PageOptions(enable=enable, host=host, port=port, token=token)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
