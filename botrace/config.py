@@ -85,6 +85,10 @@ class Settings:
     trace_otlp_protocol: str = "protobuf"
     trace_otlp_headers: Mapping[str, str] = field(default_factory=dict)
     trace_otlp_gzip: bool = True
+    #: Put LLM and tool message content in the GenAI attributes (``gen_ai.input.messages``,
+    #: ``gen_ai.output.messages``, ``gen_ai.system_instructions``, ``gen_ai.tool.call.*``)
+    #: of the OTLP and Zipkin exporters. Opt-in, as the conventions say: it may hold PII.
+    trace_otlp_capture_content: bool = False
     trace_zipkin_endpoint: str = ""
     trace_export_batch_size: int = 512
     trace_export_queue_size: int = 20_000

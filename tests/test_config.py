@@ -117,3 +117,11 @@ def test_reload_settings_reads_the_host_again():
     config["trace_enable"] = True
     tracer.reload_settings()
     assert tracer.enabled
+
+
+def test_issue17_20_capturing_message_content_is_an_opt_in_setting():
+    assert Settings().trace_otlp_capture_content is False
+    assert Settings.from_mapping({"trace_otlp_capture_content": "on"}).trace_otlp_capture_content
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_mapping({"trace_otlp_capture_content": "sometimes"})
+    assert "trace_otlp_capture_content" in str(caught.value)

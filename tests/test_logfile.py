@@ -62,6 +62,12 @@ def test_write_errors_are_counted_and_the_host_unaffected(tmp_path):
     tracer.flush()
     assert exporter.write_errors > 0 and exporter.last_error
     assert tracer.health()["sink_errors"]["log"] > 0
+    health = exporter.botrace_health()
+    assert health["state"] == "degraded" and "not_a_dir" in health["reason"]
+    blocker.unlink()  # the disk is fine again: the next write succeeds
+    run_trace(tracer)
+    tracer.flush()
+    assert exporter.botrace_health()["state"] == "ok"
     tracer.close()
 
 

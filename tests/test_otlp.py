@@ -9,7 +9,7 @@ import json
 import pytest
 from aiohttp import web
 
-from botrace import PluginRef, Tracer
+from botrace import PluginRef, Settings, Tracer
 from botrace.exporters.otlp import (
     OTLPExporter,
     encode_json,
@@ -78,15 +78,21 @@ async def traced_conversation(tracer: Tracer):
                                         "umo": "qq:1", "outline": "weather?"}) as root:
         with tracer.span("Process", "pipeline_stage"):
             with tracer.span("llm", "llm_call") as llm:
-                llm.set_meta(model="gpt-4o", provider="openai")
+                llm.set_meta(model="gpt-4o", provider="openai", stream=True, ttft_ms=250.0,
+                             finish_reason="stop", served_model="gpt-4o-2024-08-06")
                 llm.set_usage(input_tokens=120, output_tokens=30, cached_tokens=20)
                 llm.set_input(messages=[{"role": "user", "content": "weather?"}])
+                llm.set_output(text="Let me look.",
+                               tool_calls=[{"name": "get_weather", "arguments": {"city": "Paris"}}])
             with tracer.span("get_weather", "tool_call") as tool:
-                tool.set_meta(tool_name="get_weather")
+                tool.set_meta(tool_name="get_weather", tool_call_id="call_1")
+                tool.set_input(city="Paris")
+                tool.set_output(temp_c=21)
             with tracer.span("search", "subagent_call", plugin=search) as agent:
                 agent.set_meta(agent_name="search")
                 with tracer.span("boom", "io_call") as io:
                     io.set_error(RuntimeError("upstream down"))
+        root.set_output(reply="Sunny, 21 °C.")
     return root.trace
 
 
@@ -252,3 +258,162 @@ def test_bodies_are_gzipped_and_decode_to_the_same_request() -> None:
     assert gzip.decompress(body) == plain
     request = trace_service_pb2.ExportTraceServiceRequest.FromString(plain)
     assert len(request.resource_spans[0].scope_spans[0].spans) == 20
+
+
+# -- issue 17: hardening ------------------------------------------------------------------
+
+def root_of(spans):
+    (root,) = [s for s in spans if not s.parent_span_id]
+    return root
+
+
+async def exported_request(tracer: Tracer, receiver, **kwargs):
+    """Trace a conversation through a real exporter; the decoded request and the trace."""
+    exporter = OTLPExporter(receiver.url, protocol="protobuf", flush_interval=0.05,
+                            service_name=kwargs.pop("service_name", "bot-1"), **kwargs)
+    tracer.register(exporter, name="otlp")
+    await tracer.start()
+    trace = await traced_conversation(tracer)
+    assert await tracer.aflush()
+    await exporter.flush()
+    await tracer.aclose()
+    (headers, body) = receiver.requests[-1]
+    return decode(headers, body), trace
+
+
+async def test_issue17_16_retries_are_counted(receiver) -> None:
+    receiver.fail_next = 2
+    exporter = OTLPExporter(receiver.url, protocol="json", backoff=0.01, flush_interval=0.05)
+    exporter.start()
+    (trace,) = synthetic_traces(1)
+    exporter.submit(trace.to_dict(), [s.to_dict() for s in trace.spans])
+    await exporter.flush()
+    health = exporter.health()
+    assert (health["exported"], health["dropped"], health["retries"]) == (20, 0, 2)
+    await exporter.aclose()
+
+
+async def test_issue17_16_close_counts_everything_not_exported_as_dropped() -> None:
+    async def never_answer(reader, writer):
+        await asyncio.sleep(30)
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        exporter = OTLPExporter(f"http://127.0.0.1:{port}", protocol="json", flush_interval=0.05)
+        exporter.start()
+        for t in synthetic_traces(100, spans=20):  # 2,000 spans, about four batches
+            assert exporter.submit(t.to_dict(), [s.to_dict() for s in t.spans])
+        await asyncio.sleep(0.1)  # the first batch is on its way
+        await exporter.aclose(timeout=0.5)
+        health = exporter.health()
+        assert (health["exported"], health["dropped"], health["queue_depth"]) == (0, 2000, 0)
+    finally:
+        server.close()
+
+
+async def test_issue17_17_a_failed_span_makes_the_root_an_error_that_names_it(receiver) -> None:
+    tracer = Tracer({"trace_enable": True}, load_entrypoints=False)
+    request, trace = await exported_request(tracer, receiver)
+    assert trace.to_dict()["status"] == "error"
+    root = root_of(request.resource_spans[0].scope_spans[0].spans)
+    assert root.status.code == 2  # STATUS_CODE_ERROR
+    assert "'boom'" in root.status.message and "upstream down" in root.status.message
+    attrs = attrs_of(root)
+    assert attrs["error.type"] == "RuntimeError" and attrs["botrace.error.span_name"] == "boom"
+
+
+def test_issue17_17_an_ok_trace_keeps_an_ok_root() -> None:
+    (trace,) = synthetic_traces(1, spans=20, error_rate=0.0)
+    records = otlp_spans(trace.to_dict(), [s.to_dict() for s in trace.spans])
+    assert all(r["status"][0] != 2 for r in records)
+
+
+async def test_issue17_18_resource_names_the_phoenix_project(receiver) -> None:
+    tracer = Tracer({"trace_enable": True}, load_entrypoints=False)
+    request, _ = await exported_request(tracer, receiver, service_name="support-bot")
+    resource = {kv.key: kv.value.string_value
+                for kv in request.resource_spans[0].resource.attributes}
+    assert resource["service.name"] == resource["openinference.project.name"] == "support-bot"
+
+
+def test_issue17_18_settings_reach_the_exporter() -> None:
+    settings = Settings.from_mapping({"trace_otlp_endpoint": "http://c:4318",
+                                      "trace_service_name": "support-bot",
+                                      "trace_otlp_gzip": False,
+                                      "trace_otlp_headers": {"api_key": "k"},
+                                      "trace_otlp_capture_content": True})
+    exporter = OTLPExporter.from_settings(settings)
+    assert (exporter.service_name, exporter.gzip_body, exporter.headers,
+            exporter.capture_content) == ("support-bot", False, {"api_key": "k"}, True)
+    body, headers = exporter.encode([])
+    assert "Content-Encoding" not in headers
+    resource = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
+    assert {kv.key: kv.value.string_value for kv in resource.resource_spans[0].resource.attributes
+            }["openinference.project.name"] == "support-bot"
+
+
+async def test_issue17_19_root_input_is_the_user_text_and_output_the_reply(receiver) -> None:
+    tracer = Tracer({"trace_enable": True}, load_entrypoints=False)
+    request, _ = await exported_request(tracer, receiver)
+    root = attrs_of(root_of(request.resource_spans[0].scope_spans[0].spans))
+    assert (root["input.value"], root["input.mime_type"]) == ("weather?", "text/plain")
+    assert (root["output.value"], root["output.mime_type"]) == ("Sunny, 21 °C.", "text/plain")
+
+
+def test_issue17_19_root_text_from_its_input_or_a_host_list_of_replies() -> None:
+    def root_attrs(inp, out, outline=None):
+        span = {"trace_id": "a" * 32, "span_id": "b" * 16, "parent_id": None,
+                "name": "message", "span_type": "message", "start_ns": 1, "end_ns": 2,
+                "status": "ok", "input": inp, "output": out}
+        (record,) = otlp_spans({"outline": outline}, [span])
+        return dict(record["attributes"])
+
+    got = root_attrs({"text": "full text"}, {"replies": ["one", "two"]}, outline="full…")
+    assert (got["input.value"], got["output.value"]) == ("full text", "one\ntwo")
+    got = root_attrs(None, {"reply": "hi", "stopped": True}, outline="hello")
+    assert got["input.value"] == "hello" and got["output.value"] == "hi"
+    assert json.loads(got["botrace.output"]) == {"reply": "hi", "stopped": True}
+
+
+async def test_issue17_20_genai_conventions(receiver) -> None:
+    semconv = pytest.importorskip("opentelemetry.semconv._incubating.attributes.gen_ai_attributes")
+    tracer = Tracer({"trace_enable": True}, load_entrypoints=False)
+    request, _ = await exported_request(tracer, receiver)
+    spans = {s.name: s for s in request.resource_spans[0].scope_spans[0].spans}
+    llm = attrs_of(spans["chat gpt-4o"])
+    assert llm[semconv.GEN_AI_PROVIDER_NAME] == "openai"
+    assert llm[semconv.GEN_AI_CONVERSATION_ID] == "s1"
+    assert llm[semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] == 20
+    finish_reasons = llm[semconv.GEN_AI_RESPONSE_FINISH_REASONS].values
+    assert [v.string_value for v in finish_reasons] == ["stop"]
+    assert llm[semconv.GEN_AI_REQUEST_STREAM] is True
+    assert llm[semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] == pytest.approx(0.25)
+    assert llm[semconv.GEN_AI_RESPONSE_MODEL] == "gpt-4o-2024-08-06"
+    tool = attrs_of(spans["execute_tool get_weather"])
+    assert tool[semconv.GEN_AI_TOOL_CALL_ID] == "call_1"
+    assert tool[semconv.GEN_AI_OPERATION_NAME] == "execute_tool"
+    agent = spans["invoke_agent search"]
+    assert agent.kind == 1  # INTERNAL: an in-process agent
+    assert attrs_of(agent)[semconv.GEN_AI_AGENT_NAME] == "search"
+    # message content is opt-in: off by default, while Phoenix's OpenInference input stays
+    content = {semconv.GEN_AI_INPUT_MESSAGES, semconv.GEN_AI_OUTPUT_MESSAGES,
+               semconv.GEN_AI_TOOL_CALL_ARGUMENTS, semconv.GEN_AI_TOOL_CALL_RESULT}
+    for span in spans.values():
+        assert not content & set(attrs_of(span))
+    assert llm["openinference.span.kind"] == "LLM" and "input.value" in llm
+
+
+async def test_issue17_20_message_content_when_opted_in(receiver) -> None:
+    tracer = Tracer({"trace_enable": True}, load_entrypoints=False)
+    request, _ = await exported_request(tracer, receiver, capture_content=True)
+    spans = {s.name: s for s in request.resource_spans[0].scope_spans[0].spans}
+    llm = attrs_of(spans["chat gpt-4o"])
+    assert json.loads(llm["gen_ai.input.messages"]) == [
+        {"role": "user", "parts": [{"type": "text", "content": "weather?"}]}]
+    assert json.loads(llm["gen_ai.output.messages"]) == [{"role": "assistant", "parts": [
+        {"type": "text", "content": "Let me look."},
+        {"type": "tool_call", "name": "get_weather", "arguments": {"city": "Paris"}}]}]
+    tool = attrs_of(spans["execute_tool get_weather"])
+    assert json.loads(tool["gen_ai.tool.call.arguments"]) == {"city": "Paris"}
+    assert json.loads(tool["gen_ai.tool.call.result"]) == {"temp_c": 21}

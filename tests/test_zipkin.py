@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from botrace import Tracer
 from botrace.exporters.zipkin import ZipkinExporter, encode_zipkin
 from botrace.store.synthetic import synthetic_traces
 
@@ -51,3 +52,39 @@ def test_error_spans_carry_the_error_tag() -> None:
     failed = next(s for s in out if s["id"] == trace.spans[3].span_id)
     assert failed["tags"]["error"] == "bad"
     assert failed["annotations"][-1]["value"] == "exception"
+
+
+# -- issue 17 ------------------------------------------------------------------------------
+
+def conversation():
+    tracer = Tracer({"trace_enable": True}, load_entrypoints=False)
+    with tracer.start_trace("message", {"outline": "Weather in Paris?"}) as root:
+        with tracer.span("WakingCheck", "pipeline_stage"):
+            pass
+        with tracer.span("Process", "pipeline_stage"):
+            with tracer.span("llm", "llm_call") as llm:
+                llm.set_meta(model="GPT-4o")
+            with tracer.span("Fetch", "io_call") as io:
+                io.set_error(TimeoutError("weather API timed out"))
+        root.set_output(reply="Sorry, no weather today.")
+    tracer.close()
+    trace = root.trace
+    return trace.to_dict(), [s.to_dict() for s in trace.spans]
+
+
+def test_issue17_21_names_and_service_are_lower_case_as_the_zipkin_server_stores_them() -> None:
+    out = encode_zipkin([conversation()], "Support-Bot")
+    names = [s["name"] for s in out]
+    assert names == ["message", "wakingcheck", "process", "chat gpt-4o", "fetch"]
+    assert {s["localEndpoint"]["serviceName"] for s in out} == {"support-bot"}
+    by_name = {s["name"]: s for s in out}
+    assert by_name["wakingcheck"]["tags"]["botrace.name"] == "WakingCheck"
+    assert "botrace.name" not in by_name["message"]["tags"]
+
+
+def test_issue17_17_the_root_carries_the_error_of_its_trace() -> None:
+    out = encode_zipkin([conversation()], "bot")
+    (root,) = [s for s in out if "parentId" not in s]
+    assert "'Fetch'" in root["tags"]["error"] and "timed out" in root["tags"]["error"]
+    assert root["tags"]["input.value"] == "Weather in Paris?"
+    assert root["tags"]["output.value"] == "Sorry, no weather today."

@@ -62,6 +62,7 @@ class LogExporter:
         self.lines_written = 0
         self.write_errors = 0
         self.last_error: str | None = None
+        self._failing = False  # the last write failed
         self._file: IO[str] | None = None
         self._size = 0
         self._lock = threading.Lock()
@@ -90,8 +91,13 @@ class LogExporter:
 
     @hookimpl
     def botrace_health(self) -> dict[str, Any]:
-        return {"name": "log_exporter", "path": str(self.path), "lines_written": self.lines_written,
-                "write_errors": self.write_errors, "last_error": self.last_error}
+        """Counts, and ``state`` ``degraded`` while writing fails (until a write succeeds)."""
+        out = {"name": "log_exporter", "state": "degraded" if self._failing else "ok",
+               "path": str(self.path), "lines_written": self.lines_written,
+               "write_errors": self.write_errors, "last_error": self.last_error}
+        if self._failing:
+            out["reason"] = f"writing {self.path} fails: {self.last_error}"
+        return out
 
     def _write(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
@@ -107,8 +113,10 @@ class LogExporter:
                 self._file.flush()
                 self._size += len(line.encode("utf-8"))
                 self.lines_written += 1
+                self._failing = False
             except OSError as exc:
                 self.write_errors += 1
+                self._failing = True
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 if self._file is not None:
                     try:

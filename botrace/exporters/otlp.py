@@ -5,10 +5,14 @@ only protobuf. Protobuf is encoded with ``opentelemetry-proto`` (the ``otlp``
 extra, imported when first needed); the JSON encoding needs nothing extra.
 
 Span names and attributes follow the OpenTelemetry GenAI conventions
-(``chat {model}``, ``execute_tool {tool}``, ``invoke_agent {agent}``,
-``gen_ai.*``) and carry OpenInference kinds (``openinference.span.kind``,
-``llm.*``, ``input.value``, ``session.id``) so Phoenix and Jaeger render them
-well. Plugin attribution travels as ``botrace.plugin.*`` attributes.
+(semantic-conventions-genai, status Development: ``chat {model}``,
+``execute_tool {tool}``, ``invoke_agent {agent}``, ``gen_ai.*``; message content
+in ``gen_ai.input.messages`` and the like only with ``capture_content``) and carry
+OpenInference attributes (``openinference.span.kind``, ``llm.*``,
+``input.value``, ``session.id``, the resource's ``openinference.project.name``)
+so Phoenix and Jaeger render them well. The root span holds the user's text and
+the reply as plain-text input and output, and the trace's error status. Plugin
+attribution travels as ``botrace.plugin.*`` attributes.
 
 Off the host's path: the dispatcher thread converts a finished trace to dicts
 and queues it (bounded, drops counted); a task on the event loop batches,
@@ -18,6 +22,7 @@ encodes, gzips and posts, retrying with backoff.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gzip
 import json
 import logging
@@ -25,7 +30,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from botrace.hookspecs import hookimpl
@@ -69,7 +74,143 @@ def _json(value: Any) -> str:
 
 # ---------------------------------------------------------------------------- mapping
 
-def _name_and_attrs(span: Mapping[str, Any], trace: Mapping[str, Any]) -> tuple[str, int, list]:
+#: Keys of a root span's input that hold the user's text (the first string one wins).
+_TEXT_KEYS = ("text", "message", "content", "prompt", "query")
+
+
+def _llm_attrs(span: Mapping[str, Any], meta: Mapping[str, Any], capture_content: bool) -> list:
+    """GenAI inference-span attributes (``chat {model}``), with OpenInference twins."""
+    model = meta.get("model")
+    attrs: list[tuple[str, Any]] = [("gen_ai.operation.name", "chat")]
+    if meta.get("provider"):
+        attrs += [("gen_ai.provider.name", meta["provider"]), ("llm.provider", meta["provider"])]
+    if model:
+        attrs += [("gen_ai.request.model", model), ("llm.model_name", model)]
+    if meta.get("served_model"):
+        attrs.append(("gen_ai.response.model", meta["served_model"]))
+    if meta.get("stream") is True:  # set if and only if streaming (unset means not)
+        attrs.append(("gen_ai.request.stream", True))
+        ttft = meta.get("ttft_ms")
+        if isinstance(ttft, int | float) and not isinstance(ttft, bool):
+            attrs.append(("gen_ai.response.time_to_first_chunk", ttft / 1000.0))
+    tin, tout, tcached = meta.get("input_tokens"), meta.get("output_tokens"), meta.get("cached_tokens")
+    if _is_int(tin):
+        attrs += [("gen_ai.usage.input_tokens", tin), ("llm.token_count.prompt", tin)]
+    if _is_int(tout):
+        attrs += [("gen_ai.usage.output_tokens", tout), ("llm.token_count.completion", tout)]
+    if _is_int(tin) and _is_int(tout):
+        attrs.append(("llm.token_count.total", tin + tout))
+    if _is_int(tcached):
+        attrs += [("gen_ai.usage.cache_read.input_tokens", tcached),
+                  ("llm.token_count.prompt_details.cache_read", tcached)]
+    if meta.get("finish_reason"):
+        attrs.append(("gen_ai.response.finish_reasons", [str(meta["finish_reason"])]))
+    if capture_content:
+        attrs += _llm_content(span.get("input") or {}, span.get("output") or {})
+    return attrs
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _llm_content(inp: Mapping[str, Any], out: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The opt-in GenAI content attributes, as JSON strings in the conventions' message
+    schema (``{"role", "parts": [{"type": "text", "content"}, ...]}``)."""
+    attrs: list[tuple[str, Any]] = []
+    system = inp.get("system_prompt")
+    if isinstance(system, str) and system:
+        attrs.append(("gen_ai.system_instructions", _json([{"type": "text", "content": system}])))
+    messages = [_genai_message(m) for m in inp.get("messages") or () if m is not None]
+    if isinstance(inp.get("prompt"), str) and inp["prompt"]:
+        messages.append({"role": "user", "parts": [{"type": "text", "content": inp["prompt"]}]})
+    if messages:
+        attrs.append(("gen_ai.input.messages", _json(messages)))
+    tools = inp.get("tools")
+    if isinstance(tools, list) and tools:
+        attrs.append(("gen_ai.tool.definitions", _json([
+            {"type": "function", "name": t} if isinstance(t, str) else t for t in tools])))
+    parts: list[dict[str, Any]] = []
+    text = out.get("text")
+    if isinstance(text, str) and text:
+        parts.append({"type": "text", "content": text})
+    for call in out.get("tool_calls") or ():
+        if isinstance(call, Mapping):
+            parts.append(_tool_call_part(call))
+    if parts:
+        attrs.append(("gen_ai.output.messages", _json([{"role": "assistant", "parts": parts}])))
+    return attrs
+
+
+def _tool_call_part(call: Mapping[str, Any]) -> dict[str, Any]:
+    function = call.get("function") if isinstance(call.get("function"), Mapping) else {}
+    part = {"type": "tool_call", "name": call.get("name") or function.get("name") or "tool",
+            "arguments": call.get("arguments", function.get("arguments"))}
+    if call.get("id"):
+        part["id"] = call["id"]
+    return part
+
+
+def _genai_message(message: Any) -> dict[str, Any]:
+    """One recorded chat message (OpenAI-shaped, as hosts record them) in the GenAI schema."""
+    if not isinstance(message, Mapping):
+        return {"role": "user", "parts": [{"type": "text", "content": str(message)}]}
+    role = str(message.get("role") or "user")
+    content = message.get("content")
+    parts: list[dict[str, Any]] = []
+    if role == "tool":
+        part = {"type": "tool_call_response", "response": content}
+        if message.get("tool_call_id"):
+            part["id"] = message["tool_call_id"]
+        parts.append(part)
+    elif isinstance(content, str):
+        parts.append({"type": "text", "content": content})
+    elif isinstance(content, list):
+        for item in content:
+            if isinstance(item, Mapping) and isinstance(item.get("text"), str):
+                parts.append({"type": "text", "content": item["text"]})
+            elif isinstance(item, Mapping):
+                parts.append({"type": str(item.get("type") or "unknown")})
+            else:
+                parts.append({"type": "text", "content": str(item)})
+    elif content is not None:
+        parts.append({"type": "text", "content": _json(content)})
+    calls = message.get("tool_calls")
+    if isinstance(calls, list):  # (some hosts record only how many: an int, skipped)
+        parts += [_tool_call_part(c) for c in calls if isinstance(c, Mapping)]
+    return {"role": role, "parts": parts}
+
+
+def _root_io(span: Mapping[str, Any], trace: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The root's ``input.value`` (the user's text) and ``output.value`` (the reply), as
+    plain text where there is one, so a trace list (Phoenix's) shows the conversation."""
+    attrs: list[tuple[str, Any]] = []
+    inp = span.get("input") or {}
+    text = next((inp[k] for k in _TEXT_KEYS if isinstance(inp.get(k), str) and inp[k]), None)
+    text = text or trace.get("outline")
+    if text:
+        attrs += [("input.value", text), ("input.mime_type", "text/plain")]
+        if any(inp.get(k) != text for k in inp):  # more than the text: keep the rest too
+            attrs.append(("botrace.input", _json(inp)))
+    elif inp:
+        attrs += [("input.value", _json(inp)), ("input.mime_type", "application/json")]
+    out = span.get("output") or {}
+    reply = out.get("reply")
+    replies = out.get("replies")
+    if not isinstance(reply, str) and isinstance(replies, list) and replies \
+            and all(isinstance(r, str) for r in replies):
+        reply = "\n".join(replies)
+    if isinstance(reply, str) and reply:
+        attrs += [("output.value", reply), ("output.mime_type", "text/plain")]
+        if set(out) - {"reply", "replies"}:
+            attrs.append(("botrace.output", _json(out)))
+    elif out:
+        attrs += [("output.value", _json(out)), ("output.mime_type", "application/json")]
+    return attrs
+
+
+def _name_and_attrs(span: Mapping[str, Any], trace: Mapping[str, Any],
+                    capture_content: bool = False) -> tuple[str, int, list]:
     meta = span.get("meta") or {}
     stype = span.get("span_type") or "custom"
     name = span.get("name") or stype
@@ -82,24 +223,7 @@ def _name_and_attrs(span: Mapping[str, Any], trace: Mapping[str, Any]) -> tuple[
         model = meta.get("model")
         name = f"chat {model}" if model else "chat"
         kind = KIND_CLIENT
-        attrs.append(("gen_ai.operation.name", "chat"))
-        if meta.get("provider"):
-            attrs += [("gen_ai.provider.name", meta["provider"]), ("llm.provider", meta["provider"])]
-        if model:
-            attrs += [("gen_ai.request.model", model), ("llm.model_name", model)]
-        tin, tout, tcached = (meta.get("input_tokens"), meta.get("output_tokens"),
-                              meta.get("cached_tokens"))
-        if isinstance(tin, int):
-            attrs += [("gen_ai.usage.input_tokens", tin), ("llm.token_count.prompt", tin)]
-        if isinstance(tout, int):
-            attrs += [("gen_ai.usage.output_tokens", tout), ("llm.token_count.completion", tout)]
-        if isinstance(tin, int) and isinstance(tout, int):
-            attrs.append(("llm.token_count.total", tin + tout))
-        if isinstance(tcached, int):
-            attrs += [("gen_ai.usage.cache_read.input_tokens", tcached),
-                      ("llm.token_count.prompt_details.cache_read", tcached)]
-        if meta.get("finish_reason"):
-            attrs.append(("gen_ai.response.finish_reasons", [str(meta["finish_reason"])]))
+        attrs += _llm_attrs(span, meta, capture_content)
     elif stype == "tool_call":
         tool = meta.get("tool_name") or span.get("name")
         name = f"execute_tool {tool}"
@@ -107,9 +231,13 @@ def _name_and_attrs(span: Mapping[str, Any], trace: Mapping[str, Any]) -> tuple[
                   ("tool.name", tool)]
         if meta.get("tool_call_id"):
             attrs.append(("gen_ai.tool.call.id", meta["tool_call_id"]))
+        if capture_content and span.get("input"):
+            attrs.append(("gen_ai.tool.call.arguments", _json(span["input"])))
+        if capture_content and span.get("output"):
+            attrs.append(("gen_ai.tool.call.result", _json(span["output"])))
     elif stype == "subagent_call":
         agent = meta.get("agent_name") or span.get("name")
-        name = f"invoke_agent {agent}"
+        name = f"invoke_agent {agent}"  # the in-process ("internal") agent span
         attrs += [("gen_ai.operation.name", "invoke_agent"), ("gen_ai.agent.name", agent),
                   ("agent.name", agent)]
     elif stype == "message":
@@ -128,11 +256,15 @@ def _name_and_attrs(span: Mapping[str, Any], trace: Mapping[str, Any]) -> tuple[
         for key in ("name", "display_name", "plugin_type", "version"):
             if plugin.get(key):
                 attrs.append((f"botrace.plugin.{key}", plugin[key]))
-    if span.get("input"):
-        attrs += [("input.value", _json(span["input"])), ("input.mime_type", "application/json")]
-    if span.get("output"):
-        attrs += [("output.value", _json(span["output"])),
-                  ("output.mime_type", "application/json")]
+    if stype == "message" and span.get("parent_id") is None:
+        attrs += _root_io(span, trace)
+    else:
+        if span.get("input"):
+            attrs += [("input.value", _json(span["input"])),
+                      ("input.mime_type", "application/json")]
+        if span.get("output"):
+            attrs += [("output.value", _json(span["output"])),
+                      ("output.mime_type", "application/json")]
     for key, value in meta.items():
         attrs.append((f"botrace.meta.{key}", value))
     error = span.get("error")
@@ -143,12 +275,50 @@ def _name_and_attrs(span: Mapping[str, Any], trace: Mapping[str, Any]) -> tuple[
     return name, kind, attrs
 
 
-def otlp_spans(trace: Mapping[str, Any], spans: Iterable[Mapping[str, Any]]) -> list[dict]:
-    """Neutral OTLP span records (hex ids, typed attribute pairs) for one trace."""
+def _span_status(span: Mapping[str, Any]) -> tuple[int, str]:
+    status = span.get("status")
+    if status == "error":
+        return STATUS_ERROR, (span.get("error") or {}).get("message") or "error"
+    if status == "ok":
+        return STATUS_OK, ""
+    if status in ("cancelled", "interrupted"):
+        return STATUS_ERROR, status
+    return STATUS_UNSET, ""
+
+
+def _trace_failure(spans: list[Mapping[str, Any]]) -> tuple[str, str, list] | None:
+    """For a root whose trace failed below it: a status message naming the (first) failed
+    span, its error type, and attributes pointing at it. None when no span below the root
+    failed."""
+    failed = [s for s in spans if s.get("status") == "error" and s.get("parent_id") is not None]
+    if not failed:
+        return None
+    first = failed[0]
+    error = first.get("error") or {}
+    what = f"{error.get('type') or 'Error'}: {error.get('message')}" if error.get("message") \
+        else error.get("type") or "error"
+    message = f"span {first.get('name')!r} ({first.get('span_type')}) failed: {what}"
+    if len(failed) > 1:
+        message += f" (+{len(failed) - 1} more failed span{'s' if len(failed) > 2 else ''})"
+    return message, error.get("type") or "Error", [
+        ("botrace.error.span_id", first.get("span_id")),
+        ("botrace.error.span_name", first.get("name")),
+        ("botrace.error.span_count", len(failed))]
+
+
+def otlp_spans(trace: Mapping[str, Any], spans: Iterable[Mapping[str, Any]], *,
+               capture_content: bool = False) -> list[dict]:
+    """Neutral OTLP span records (hex ids, typed attribute pairs) for one trace.
+
+    The root carries the trace's outcome: a trace with a failed span is an error at its
+    root too (botrace's trace status), with a message naming that span. GenAI message
+    content (``gen_ai.input.messages`` and the like) only with ``capture_content``.
+    """
+    spans = list(spans)
+    failure = _trace_failure(spans)
     out = []
     for span in spans:
-        name, kind, attrs = _name_and_attrs(span, trace)
-        status = span.get("status")
+        name, kind, attrs = _name_and_attrs(span, trace, capture_content)
         error = span.get("error")
         events = [(e.get("time_ns") or span["start_ns"], e.get("name") or "event",
                    list((e.get("attributes") or {}).items()))
@@ -159,14 +329,14 @@ def otlp_spans(trace: Mapping[str, Any], spans: Iterable[Mapping[str, Any]]) -> 
                 ("exception.message", error.get("message") or ""),
                 ("exception.stacktrace", error.get("traceback") or ""),
             ]))
-        if status == "error":
-            code, message = STATUS_ERROR, (error or {}).get("message") or "error"
-        elif status in ("ok",):
-            code, message = STATUS_OK, ""
-        elif status in ("cancelled", "interrupted"):
-            code, message = STATUS_ERROR, status
-        else:
-            code, message = STATUS_UNSET, ""
+        code, message = _span_status(span)
+        if failure is not None and span.get("parent_id") is None and span.get("status") != "error":
+            failed_message, error_type, failed_attrs = failure
+            code, message = STATUS_ERROR, failed_message if code != STATUS_ERROR \
+                else f"{message}; {failed_message}"
+            attrs += failed_attrs
+            if not error:  # error.type: the class of error the operation ended with
+                attrs.append(("error.type", error_type))
         end = span.get("end_ns") or span.get("start_ns")
         out.append({
             "trace_id": span["trace_id"], "span_id": span["span_id"],
@@ -178,8 +348,10 @@ def otlp_spans(trace: Mapping[str, Any], spans: Iterable[Mapping[str, Any]]) -> 
 
 
 def _resource_attrs(service_name: str) -> list[tuple[str, Any]]:
-    return [("service.name", service_name), ("telemetry.sdk.name", "botrace"),
-            ("telemetry.sdk.language", "python"), ("telemetry.sdk.version", _VERSION)]
+    # openinference.project.name: Phoenix files the traces under this project, not "default"
+    return [("service.name", service_name), ("openinference.project.name", service_name),
+            ("telemetry.sdk.name", "botrace"), ("telemetry.sdk.language", "python"),
+            ("telemetry.sdk.version", _VERSION)]
 
 
 # ---------------------------------------------------------------------------- JSON encoding
@@ -298,9 +470,11 @@ class _Permanent(Exception):
 
 async def post_with_retries(session: Any, url: str, body: bytes, headers: Mapping[str, str], *,
                             max_retries: int = 5, backoff: float = 0.5, max_backoff: float = 30.0,
-                            timeout: float = 10.0) -> None:
+                            timeout: float = 10.0,
+                            on_retry: Callable[[BaseException], None] | None = None) -> None:
     """POST ``body``; retry connection errors, timeouts, 429 and 5xx with jittered
-    exponential backoff. Raises the last error when every attempt failed."""
+    exponential backoff, calling ``on_retry(error)`` before each retry. Raises the last
+    error when every attempt failed."""
     import aiohttp
 
     attempt = 0
@@ -322,6 +496,8 @@ async def post_with_retries(session: Any, url: str, body: bytes, headers: Mappin
         attempt += 1
         if attempt > max_retries:
             raise error
+        if on_retry is not None:
+            on_retry(error)
         delay = min(max_backoff, backoff * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
         await asyncio.sleep(delay)
 
@@ -330,8 +506,15 @@ class BatchExporter:
     """Queue finished traces, batch them, encode and post off the host's path.
 
     Subclasses give ``name``, ``url`` and :meth:`encode`. Bounded by
-    ``queue_size`` spans; what does not fit or cannot be delivered after
-    ``max_retries`` is counted in ``dropped_spans`` (see :meth:`health`).
+    ``queue_size`` spans; what does not fit, cannot be delivered after
+    ``max_retries``, or is still queued when :meth:`aclose` gives up is counted in
+    ``dropped_spans`` (see :meth:`health`): every span handed to the exporter ends
+    up ``exported`` or ``dropped``, or is still in ``queue_depth``.
+
+    Health ``state`` is ``"degraded"`` (with a ``reason``) while the exporter is
+    losing data: the receiver fails the batch being sent now (it is being retried),
+    or the last export failed (until an export succeeds again), or the queue
+    overflowed within the last ``degraded_window`` seconds; ``"ok"`` otherwise.
     """
 
     name = "exporter"
@@ -339,7 +522,8 @@ class BatchExporter:
     def __init__(self, url: str, *, headers: Mapping[str, str] | None = None,
                  batch_size: int = 512, queue_size: int = 20_000, flush_interval: float = 1.0,
                  max_retries: int = 5, backoff: float = 0.5, timeout: float = 10.0,
-                 service_name: str = "botrace") -> None:
+                 service_name: str = "botrace", capture_content: bool = False,
+                 degraded_window: float = 10.0) -> None:
         self.url = url
         self.headers = dict(headers or {})
         self.batch_size = batch_size
@@ -349,6 +533,8 @@ class BatchExporter:
         self.backoff = backoff
         self.timeout = timeout
         self.service_name = service_name
+        self.capture_content = capture_content
+        self.degraded_window = degraded_window
         self._queue: deque[tuple[dict, list[dict]]] = deque()
         self._queued_spans = 0
         self._lock = threading.Lock()
@@ -358,13 +544,22 @@ class BatchExporter:
         self._task: asyncio.Task | None = None
         self._session: Any = None
         self._closing = False
+        self._inflight = 0
         self._last_log = 0.0
+        # what the health state is made of (time.monotonic() of each)
+        self._exported_at: float | None = None
+        self._failed_at: float | None = None
+        self._overflow_at: float | None = None
+        #: batch being sent (its id) -> the error it is being retried for
+        self._retrying: dict[int, str] = {}
         self.exported_spans = 0
         self.dropped_spans = 0
+        self.queue_full_spans = 0  # of dropped_spans: those the queue had no room for
         self.failed_batches = 0
         self.retries = 0
         self.last_error: str | None = None
         self.last_error_ns: int | None = None
+        self.last_export_ns: int | None = None
 
     # -- sink hooks -------------------------------------------------------------
 
@@ -375,6 +570,7 @@ class BatchExporter:
     @hookimpl
     def botrace_trace_finished(self, trace: Any) -> None:
         if self._closing:
+            self._fail(len(trace.spans), "trace finished after the exporter closed", None)
             return
         try:
             summary = trace.to_dict()
@@ -409,7 +605,9 @@ class BatchExporter:
         with self._lock:
             if self._queued_spans + n > self.queue_size:
                 self.dropped_spans += n
-                self._note("queue full; trace dropped", None)
+                self.queue_full_spans += n
+                self._overflow_at = time.monotonic()
+                self._note(f"queue full ({self.queue_size} spans); trace dropped", None)
                 return False
             self._queue.append((dict(trace), spans))
             self._queued_spans += n
@@ -450,6 +648,7 @@ class BatchExporter:
 
     async def _send(self, batch: list[tuple[dict, list[dict]]]) -> None:
         n = sum(len(spans) for _, spans in batch)
+        self._inflight += 1
         try:
             body, headers = await asyncio.to_thread(self.encode, batch)
             if self._session is None:
@@ -458,7 +657,8 @@ class BatchExporter:
                 self._session = aiohttp.ClientSession()
             await post_with_retries(self._session, self.url, body, {**self.headers, **headers},
                                     max_retries=self.max_retries, backoff=self.backoff,
-                                    timeout=self.timeout)
+                                    timeout=self.timeout,
+                                    on_retry=functools.partial(self._on_retry, id(batch)))
         except asyncio.CancelledError:
             self._fail(n, "cancelled while sending", None)
             raise
@@ -466,18 +666,33 @@ class BatchExporter:
             self.failed_batches += 1
             self._fail(n, f"export to {self.url} failed", exc)
             return
-        self.exported_spans += n
+        else:
+            with self._lock:
+                self.exported_spans += n
+                self._exported_at = time.monotonic()
+                self.last_export_ns = time.time_ns()
+        finally:
+            self._inflight -= 1
+            self._retrying.pop(id(batch), None)
+
+    def _on_retry(self, batch_id: int, error: BaseException) -> None:
+        self.retries += 1
+        self._retrying[batch_id] = f"{type(error).__name__}: {error}"[:500]
 
     async def flush(self, timeout: float = 10.0) -> None:
-        """Send everything queued now (waits at most ``timeout``)."""
+        """Send everything queued now, and wait for the batches being sent (at most
+        ``timeout``; a batch being retried may outlast it)."""
         deadline = time.monotonic() + timeout
-        while self._queued_spans and time.monotonic() < deadline:
+        while (self._queued_spans or self._inflight) and time.monotonic() < deadline:
             batch = self._take()
             if batch:
                 await self._send(batch)
+            elif self._inflight:
+                await asyncio.sleep(0.01)
 
     async def aclose(self, timeout: float = 10.0) -> None:
-        """Send what is queued (bounded by ``timeout``), then stop; the rest is counted."""
+        """Send what is queued (bounded by ``timeout``), then stop. Whatever was not
+        exported by then is counted as dropped: the queue is empty afterwards."""
         self._closing = True
         if self._task is not None:
             self._wake.set()
@@ -486,9 +701,12 @@ class BatchExporter:
             except (TimeoutError, asyncio.CancelledError):
                 pass
             self._task = None
-        leftover = self._take()
+        with self._lock:
+            leftover = sum(len(spans) for _, spans in self._queue)
+            self._queue.clear()
+            self._queued_spans = 0
         if leftover:
-            self._fail(sum(len(s) for _, s in leftover), "not sent before close", None)
+            self._fail(leftover, "not sent before close", None)
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -501,6 +719,7 @@ class BatchExporter:
     def _fail(self, n: int, what: str, exc: BaseException | None) -> None:
         with self._lock:
             self.dropped_spans += n
+            self._failed_at = time.monotonic()
             self._note(what, exc)
 
     def _note(self, what: str, exc: BaseException | None) -> None:
@@ -512,13 +731,35 @@ class BatchExporter:
             self._last_log = now
             log.warning("botrace %s: %s", self.name, text)
 
+    def state(self) -> tuple[str, str | None]:
+        """``("ok", None)``, or ``("degraded", reason)`` while data is being lost."""
+        retrying = next(iter(tuple(self._retrying.values())), None)  # (any thread may ask)
+        if retrying is not None:
+            return "degraded", f"the receiver is failing; retrying a batch after {retrying}"
+        failed, exported = self._failed_at, self._exported_at
+        if failed is not None and (exported is None or failed > exported):
+            return "degraded", f"the last export failed ({self.last_error}); " \
+                "spans are dropped until an export succeeds"
+        overflow = self._overflow_at
+        if overflow is not None and time.monotonic() - overflow < self.degraded_window:
+            return "degraded", (f"the export queue ({self.queue_size} spans) overflowed within "
+                                f"the last {self.degraded_window:g} s; traces were dropped")
+        return "ok", None
+
     def health(self) -> dict[str, Any]:
-        return {
-            "name": self.name, "url": self.url, "queue_depth": self._queued_spans,
-            "queue_max": self.queue_size, "exported": self.exported_spans,
-            "dropped": self.dropped_spans, "failed_batches": self.failed_batches,
+        state, reason = self.state()
+        out = {
+            "name": self.name, "state": state, "url": self.url,
+            "queue_depth": self._queued_spans, "queue_max": self.queue_size,
+            "exported": self.exported_spans, "dropped": self.dropped_spans,
+            "dropped_queue_full": self.queue_full_spans,
+            "retries": self.retries, "failed_batches": self.failed_batches,
             "last_error": self.last_error, "last_error_ns": self.last_error_ns,
+            "last_export_ns": self.last_export_ns,
         }
+        if reason is not None:
+            out["reason"] = reason
+        return out
 
 
 def traces_url(endpoint: str) -> str:
@@ -551,18 +792,21 @@ class OTLPExporter(BatchExporter):
                    gzip_body=settings.trace_otlp_gzip, headers=settings.trace_otlp_headers,
                    batch_size=settings.trace_export_batch_size,
                    queue_size=settings.trace_export_queue_size,
-                   service_name=settings.trace_service_name, **kwargs)
+                   service_name=settings.trace_service_name,
+                   capture_content=settings.trace_otlp_capture_content, **kwargs)
 
     def encode(self, batch: list[tuple[dict, list[dict]]]) -> tuple[bytes, dict[str, str]]:
-        return encode_request(batch, self.protocol, self.service_name, self.gzip_body)
+        return encode_request(batch, self.protocol, self.service_name, self.gzip_body,
+                              capture_content=self.capture_content)
 
 
 def encode_request(batch: Iterable[tuple[Mapping[str, Any], list[dict]]], protocol: str,
-                   service_name: str, gzip_body: bool = True) -> tuple[bytes, dict[str, str]]:
+                   service_name: str, gzip_body: bool = True, *,
+                   capture_content: bool = False) -> tuple[bytes, dict[str, str]]:
     """Body and headers of one OTLP/HTTP request for ``[(trace summary, span dicts)]``."""
     records: list[dict] = []
     for trace, spans in batch:
-        records += otlp_spans(trace, spans)
+        records += otlp_spans(trace, spans, capture_content=capture_content)
     if protocol == "protobuf":
         body = encode_protobuf(records, service_name)
         headers = {"Content-Type": "application/x-protobuf"}

@@ -1,7 +1,9 @@
 """Zipkin v2 JSON exporter (``POST /api/v2/spans``; Zipkin, Jaeger's Zipkin port, Tempo).
 
 Same span names and attributes as the OTLP exporter (GenAI and OpenInference
-conventions, ``botrace.plugin.*``), flattened into Zipkin's string tags.
+conventions, ``botrace.plugin.*``), flattened into Zipkin's string tags. Span
+names and the service name are sent lower-case, as the Zipkin server stores them
+(a span name that had capitals keeps them in the ``botrace.name`` tag).
 """
 
 from __future__ import annotations
@@ -34,19 +36,24 @@ def _tag(value: Any) -> str:
 
 
 def encode_zipkin(batch: Iterable[tuple[Mapping[str, Any], list[dict]]],
-                  service_name: str = "botrace") -> list[dict[str, Any]]:
+                  service_name: str = "botrace", *,
+                  capture_content: bool = False) -> list[dict[str, Any]]:
     """Zipkin v2 span list for ``[(trace summary, span dicts)]``."""
     out = []
+    service = service_name.lower()
     for trace, spans in batch:
-        for r in otlp_spans(trace, spans):
+        for r in otlp_spans(trace, spans, capture_content=capture_content):
             start_us = r["start_ns"] // 1000
+            name = r["name"].lower()
             span: dict[str, Any] = {
-                "traceId": r["trace_id"], "id": r["span_id"], "name": r["name"],
+                "traceId": r["trace_id"], "id": r["span_id"], "name": name,
                 "timestamp": start_us,
                 "duration": max(1, (r["end_ns"] - r["start_ns"]) // 1000),
-                "localEndpoint": {"serviceName": service_name},
+                "localEndpoint": {"serviceName": service},
                 "tags": {k: _tag(v) for k, v in r["attributes"] if v is not None},
             }
+            if name != r["name"]:
+                span["tags"]["botrace.name"] = r["name"]
             if r["parent_id"]:
                 span["parentId"] = r["parent_id"]
             if r["kind"] in _KINDS:
@@ -78,9 +85,10 @@ class ZipkinExporter(BatchExporter):
     def from_settings(cls, settings: Any, **kwargs: Any) -> ZipkinExporter:
         return cls(settings.trace_zipkin_endpoint, batch_size=settings.trace_export_batch_size,
                    queue_size=settings.trace_export_queue_size,
-                   service_name=settings.trace_service_name, **kwargs)
+                   service_name=settings.trace_service_name,
+                   capture_content=settings.trace_otlp_capture_content, **kwargs)
 
     def encode(self, batch: list[tuple[dict, list[dict]]]) -> tuple[bytes, dict[str, str]]:
-        body = json.dumps(encode_zipkin(batch, self.service_name), ensure_ascii=False,
-                          separators=(",", ":")).encode()
+        spans = encode_zipkin(batch, self.service_name, capture_content=self.capture_content)
+        body = json.dumps(spans, ensure_ascii=False, separators=(",", ":")).encode()
         return body, {"Content-Type": "application/json"}
