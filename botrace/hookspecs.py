@@ -252,7 +252,11 @@ def botrace_health(tracer: Tracer) -> Mapping[str, Any] | None:
     Called whenever someone asks for health (the page polls it).
 
     Return a mapping with a ``name`` key and whatever counts matter (queue
-    depth, accepted, written, dropped, last error), or None.
+    depth, accepted, written, dropped, last error), or None. A ``"state":
+    "degraded"`` entry, with a ``reason``, says the sink is losing data or
+    work right now (an exporter whose receiver is down, a store whose disk is
+    full, a host adapter missing part of its host); the web API's top-level
+    status turns ``degraded`` while any sink says so.
     """
 
 
