@@ -1,9 +1,9 @@
 """The ``botrace`` command: one dispatcher, subcommands from plugins.
 
 Each subcommand is contributed through the ``botrace_register_commands`` hook
-(as Datasette's ``register_commands``): the core's own (``serve``, ``prune``,
-``export``, ``stats``, ``hooks``), the host adapter's ``demo``, and any third
-party's, loaded from the ``botrace`` entry-point group.
+(as Datasette's ``register_commands``): the core's own (``prune``, ``export``,
+``stats``, ``hooks``), the web UI's ``serve``, the host adapter's ``demo``, and any
+third party's, loaded from the ``botrace`` entry-point group.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""The core's ``botrace`` subcommands: ``serve``, ``prune``, ``stats``, ``export``.
+"""The core's ``botrace`` subcommands: ``prune``, ``stats``, ``export``.
 
 Registered on the command's plugin manager like any third party's commands
-(``botrace_register_commands``)::
+(``botrace_register_commands``); ``serve`` (the read-only Trace tab) comes the same
+way from the web UI package, ``demo`` from the host adapter::
 
-    botrace serve  --db data/botrace.db                 # read-only Trace tab
     botrace prune  --db data/botrace.db --days 3        # delete traces older than 3 days
     botrace stats  --db data/botrace.db --by model --since 24h
     botrace export --db data/botrace.db --since 1h --otlp http://collector:4318
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
+import math
 import re
 import sys
 import time
@@ -28,10 +28,14 @@ __all__ = ["botrace_register_commands", "parse_when"]
 
 _DEFAULT_DB = "data/botrace.db"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+_INT64_MAX = 2**63 - 1  # the store's times are SQLite INTEGERs
 
 
 def parse_when(text: str | None, now_ns: int | None = None) -> int | None:
     """A point in time as ns: ``"2h"``/``"7d"`` ago, an ISO date/time, or raw ns.
+
+    The store keeps 64-bit ns since the epoch: a relative time reaching back before 1970
+    means 1970, any other time outside 1970..2262 is an error.
 
     >>> parse_when("1h", now_ns=3_600 * 10**9 + 5)
     5
@@ -40,20 +44,26 @@ def parse_when(text: str | None, now_ns: int | None = None) -> int | None:
         return None
     text = str(text).strip()
     now_ns = time.time_ns() if now_ns is None else now_ns
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", text)
+    m = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([smhdw])", text)
     if m:
-        return now_ns - int(float(m.group(1)) * _UNITS[m.group(2)] * 1_000_000_000)
-    if text.isdigit():
-        return int(text)
-    try:
-        dt = datetime.fromisoformat(text)
-    except ValueError:
+        ago_ns = float(m.group(1)) * _UNITS[m.group(2)] * 1e9
+        return max(0, now_ns - int(ago_ns)) if math.isfinite(ago_ns) else 0
+    if re.fullmatch(r"[0-9]+", text):
+        value = int(text)
+    else:
+        try:
+            dt = datetime.fromisoformat(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"not a time: {text!r} (use 30m, 2h, 7d, an ISO date like 2026-01-31T12:00, "
+                "or nanoseconds)") from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        value = int(dt.timestamp() * 1_000_000) * 1000
+    if not 0 <= value <= _INT64_MAX:
         raise argparse.ArgumentTypeError(
-            f"not a time: {text!r} (use 30m, 2h, 7d, an ISO date like 2026-01-31T12:00, "
-            "or nanoseconds)") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1_000_000_000)
+            f"out of range: {text[:40]!r} (times run from 1970 to 2262, or 0..{_INT64_MAX} ns)")
+    return value
 
 
 class Progress:
@@ -91,14 +101,6 @@ def _db_arg(parser: argparse.ArgumentParser) -> None:
 
 @hookimpl
 def botrace_register_commands(subparsers: argparse._SubParsersAction) -> None:
-    serve = subparsers.add_parser("serve", help="serve the Trace tab for a database, read-only")
-    _db_arg(serve)
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8765)
-    serve.add_argument("--token", default=None,
-                       help="require this bearer token (needed for a non-loopback --host)")
-    serve.set_defaults(func=cmd_serve)
-
     prune = subparsers.add_parser("prune", help="delete old traces (whole traces, oldest first)")
     _db_arg(prune)
     prune.add_argument("--days", type=int, default=None,
@@ -134,32 +136,6 @@ def botrace_register_commands(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--service-name", default="botrace")
     export.add_argument("--batch-spans", type=int, default=512)
     export.set_defaults(func=cmd_export)
-
-
-# ---------------------------------------------------------------------------- serve
-
-def _import_webui() -> Any:
-    # botrace never imports webui at import time (layering); serve needs it now
-    return importlib.import_module("botrace_webui")
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    try:
-        webui = _import_webui()
-    except ModuleNotFoundError as exc:
-        if exc.name != "botrace_webui":
-            raise
-        print("botrace serve: the web UI package 'botrace_webui' is not installed "
-              "(install botrace with its web UI)", file=sys.stderr)
-        return 2
-    from botrace.store import StoreError
-
-    try:
-        webui.serve(args.db, host=args.host, port=args.port, token=args.token)
-    except (StoreError, ValueError) as exc:
-        print(f"botrace serve: {exc}", file=sys.stderr)
-        return 1
-    return 0
 
 
 # ---------------------------------------------------------------------------- prune

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
 import re
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -118,7 +122,7 @@ async def test_malformed_ids_are_400_naming_them(client):
 
 
 _BAD = {"int": "ten", "float": "fast", "enum": "nonsense", "time": "last tuesday-ish",
-        "bool": "maybe", "str": "x" * 3000}
+        "bool": "maybe", "str": "x" * 3000, "cursor": "!!not-a-cursor!!"}
 
 
 def _concrete(path: str) -> str:
@@ -160,6 +164,40 @@ async def test_values_the_store_rejects_are_400_too(client):
     assert resp.status == 400 and (await resp.json())["param"] == "limit"
     resp = await client.get(f"{V1}/traces?min_duration_ms=-1")
     assert resp.status == 400 and (await resp.json())["param"] == "min_duration_ms"
+
+
+def _cursor(*values) -> str:
+    return base64.urlsafe_b64encode(json.dumps(list(values)).encode()).decode().rstrip("=")
+
+
+_OVERSIZED = [("since", "9223372036854775808"), ("until", "99999999999999999999999"),
+              ("since", "9999-12-31"), ("until", "0001-01-01T00:00:00Z"),
+              ("min_duration_ms", "1e13"), ("cursor", _cursor(10**30, "z")),
+              ("cursor", _cursor(-(2**63) - 1, "z")), ("cursor", "[" * 1500)]
+
+
+@pytest.mark.parametrize("path", ["/traces", "/sessions", "/users", "/stats"])
+async def test_oversized_numbers_are_400_naming_the_parameter(path, client):
+    """Issue 17, item 10: numbers beyond SQLite's 64-bit INTEGER were an OverflowError (500)."""
+    accepted = {p.name for r in ROUTES if r.path == path for p in r.params}
+    for name, value in _OVERSIZED:
+        if name in accepted:
+            resp = await client.get(V1 + path, params={name: value})
+            assert resp.status == 400, (path, name, value, await resp.text())
+            assert (await resp.json())["param"] == name
+
+
+async def test_time_windows_at_their_edges(client):
+    # a relative time reaching back before 1970 means 1970; an inverted window is empty
+    for query in ({"since": "9" * 400 + "s"}, {"since": "99999999999w"}, {"since": "1h", "until": "2h"}):
+        resp = await client.get(f"{V1}/traces", params=query)
+        assert resp.status == 200, (query, await resp.text())
+    resp = await client.get(f"{V1}/stats", params={"since": "1h", "until": "2h"})
+    assert resp.status == 200 and (await resp.json())["groups"] == []
+    # an absolute time outside 1970..2262, or a digit only to str.isdigit(), is a 400
+    for name, value in (("until", "1969-12-31T23:00Z"), ("since", "²")):
+        resp = await client.get(f"{V1}/traces", params={name: value})
+        assert resp.status == 400 and (await resp.json())["param"] == name
 
 
 async def test_openapi_describes_exactly_the_registered_routes(client, host):
@@ -337,6 +375,77 @@ async def test_login_sets_an_httponly_cookie_that_then_works(host, aiohttp_clien
     cookie = resp.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "s3cret" not in cookie
     assert (await client.get(f"{V1}/traces")).status == 200  # the client kept the cookie
+
+
+async def test_logout_revokes_the_session_and_sessions_expire(host, aiohttp_client):
+    """Issue 17, item 13: the cookie was a fixed HMAC of the token, valid until the token changed."""
+    app = create_app(host.tracer, host.store, token="s3cret")
+    client = await aiohttp_client(app)
+    resp = await client.post("/login", data={"token": "s3cret", "next": "/"}, allow_redirects=False)
+    assert "Max-Age=43200" in resp.headers["Set-Cookie"]
+    copied = {"Cookie": f"botrace_session={resp.cookies['botrace_session'].value}"}
+    second = await aiohttp_client(create_app(host.tracer, host.store, token="s3cret"))
+    assert (await client.get(f"{V1}/traces", headers=copied)).status == 200
+    assert (await second.get(f"{V1}/traces", headers=copied)).status == 401  # another server's
+    resp = await client.post("/logout", allow_redirects=False)
+    assert resp.status == 302 and resp.headers["Location"] == "/login"
+    assert (await client.get(f"{V1}/traces", headers=copied)).status == 401  # the copy is dead too
+    assert len(app[keys.SESSIONS]) == 0
+
+    short = await aiohttp_client(create_app(host.tracer, host.store, token="s3cret", session_ttl_s=0.2))
+    await short.post("/login", data={"token": "s3cret", "next": "/"}, allow_redirects=False)
+    assert (await short.get(f"{V1}/traces")).status == 200
+    await asyncio.sleep(0.3)
+    assert (await short.get(f"{V1}/traces")).status == 401
+
+
+async def _status(url: str, host_header: str, method: str = "GET") -> int:
+    async with aiohttp.ClientSession() as session:
+        kw = {"json": {"trace_enable": True}} if method == "PUT" else {}
+        async with session.request(method, url, headers={"Host": host_header}, **kw) as resp:
+            return resp.status
+
+
+async def test_served_without_a_token_answers_only_to_loopback_host_names(host):
+    """Issue 17, item 11: DNS rebinding. A page of attacker.example, its name pointed at
+    127.0.0.1, could read every trace and flip the switch of a token-less server."""
+    runner = await run_server(create_app(host.tracer, host.store), "127.0.0.1", 0)
+    port = runner.addresses[0][1]
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for evil in (f"attacker.example:{port}", "attacker.example", f"127.0.0.1.nip.io:{port}",
+                     f"localhost.attacker.example:{port}", "127.0.0.1:x"):
+            assert await _status(f"{base}{V1}/config", evil) == 403, evil
+            assert await _status(f"{base}{V1}/config", evil, "PUT") == 403, evil
+            assert await _status(f"{base}/", evil) == 403, evil
+        for good in (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST", f"[::1]:{port}",
+                     "127.0.0.2", f"localhost.:{port}"):
+            assert await _status(f"{base}{V1}/config", good) == 200, good
+    finally:
+        await runner.cleanup()
+    # a token guards the page instead: a rebinding page cannot have the login cookie
+    runner = await run_server(create_app(host.tracer, host.store, token="t"), "127.0.0.1", 0)
+    try:
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}{V1}/config"
+        assert await _status(url, "attacker.example") == 401
+    finally:
+        await runner.cleanup()
+
+
+async def test_host_names_when_mounted_are_the_hosts_business_unless_listed(host, aiohttp_client):
+    root = web.Application()
+    root.add_subapp("/trace", create_app(host.tracer, host.store))
+    client = await aiohttp_client(root)
+    resp = await client.get(f"/trace{V1}/config", headers={"Host": "dashboard.example"})
+    assert resp.status == 200
+    # a host that wants the check lists its own names
+    root = web.Application()
+    root.add_subapp("/trace", create_app(host.tracer, host.store, allowed_hosts=["Dashboard.example"]))
+    client = await aiohttp_client(root)
+    assert (await client.get(f"/trace{V1}/config", headers={"Host": "dashboard.example:443"})).status == 200
+    assert (await client.get(f"/trace{V1}/config", headers={"Host": "127.0.0.1"})).status == 200
+    resp = await client.get(f"/trace{V1}/config", headers={"Host": "attacker.example"})
+    assert resp.status == 403 and "allowed_hosts" in (await resp.json())["error"]
 
 
 async def test_binding_beyond_loopback_needs_a_token(host):

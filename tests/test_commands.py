@@ -151,34 +151,69 @@ def test_bad_inputs_give_clear_errors(tmp_path: Path, capsys) -> None:
     assert "not a time" in capsys.readouterr().err
 
 
-def test_serve_without_the_web_ui_says_so(monkeypatch, capsys, tmp_path: Path) -> None:
-    import botrace.commands as commands
+def test_serve_comes_from_the_web_ui_package_not_the_core() -> None:
+    """Issue 17, item 22: the core offered serve and imported the web UI by name."""
+    import botrace.cli as cli
 
-    def missing():
-        raise ModuleNotFoundError("No module named 'botrace_webui'", name="botrace_webui")
+    pm = cli.plugin_manager()
+    impls = {impl.plugin_name for impl in pm.hook.botrace_register_commands.get_hookimpls()}
+    assert "webui" in impls  # the botrace entry point (pyproject.toml)
+    assert "serve" in cli.build_parser(pm).format_help()
+    core = Path(cli.__file__).parent
+    assert not [p.name for p in core.rglob("*.py") if "webui" in p.read_text()]
 
-    monkeypatch.setattr(commands, "_import_webui", missing)
-    assert main(["serve", "--db", str(tmp_path / "x.db")]) == 2
-    assert "'botrace_webui' is not installed" in capsys.readouterr().err
+
+def test_without_the_web_ui_there_is_no_serve(monkeypatch, capsys) -> None:
+    import botrace.cli as cli
+
+    real = cli.plugin_manager
+
+    def without_webui():
+        pm = real()
+        pm.unregister(name="webui")  # as if botrace_webui were not installed
+        return pm
+
+    monkeypatch.setattr(cli, "plugin_manager", without_webui)
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "--db", "x.db"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'serve'" in capsys.readouterr().err
 
 
 def test_serve_hands_the_database_to_the_web_ui(monkeypatch, tmp_path: Path) -> None:
-    import botrace.commands as commands
+    import botrace_webui.app as webui_app
 
     calls = []
 
-    class FakeWebui:
-        @staticmethod
-        def serve(path, host, port, token):
-            calls.append((path, host, port, token))
+    def fake_serve(path, host, port, token, allowed_hosts):
+        calls.append((path, host, port, token, allowed_hosts))
 
-    monkeypatch.setattr(commands, "_import_webui", lambda: FakeWebui)
+    monkeypatch.setattr(webui_app, "serve", fake_serve)
     assert main(["serve", "--db", "t.db", "--port", "9999"]) == 0
-    assert calls == [("t.db", "127.0.0.1", 9999, None)]
+    assert main(["serve", "--db", "t.db", "--allowed-host", "trace.lan"]) == 0
+    assert calls == [("t.db", "127.0.0.1", 9999, None, None),
+                     ("t.db", "127.0.0.1", 8765, None, ["trace.lan"])]
+
+
+def test_serve_reports_a_bad_database_or_address(tmp_path: Path, capsys) -> None:
+    assert main(["serve", "--db", str(tmp_path / "t.db"), "--host", "0.0.0.0"]) == 1
+    assert "refusing to serve on 0.0.0.0 without a token" in capsys.readouterr().err
+
+
+def test_times_past_64_bits_are_an_error_not_a_crash(tmp_path: Path, capsys) -> None:
+    """Issue 17, item 10, in the CLI: such a time was an OverflowError from SQLite."""
+    db = tmp_path / "t.db"
+    build_db(db, old=0, new=2)
+    for argv in (["stats", "--db", str(db), "--since", "99999999999999999999"],
+                 ["export", "--db", str(db), "--since", "9999-12-31", "--output", "-"],
+                 ["stats", "--db", str(db), "--until", "1969-12-31T00:00:00+00:00"]):
+        assert main(argv) == 2, argv
+        assert "out of range" in capsys.readouterr().err
+    assert main(["stats", "--db", str(db), "--since", "99999999999w", "--json"]) == 0  # from 1970
 
 
 @pytest.mark.parametrize(("text", "expected"), [
-    ("90s", 1_000 * 10**9 - 90 * 10**9), ("2h", 1_000 * 10**9 - 7200 * 10**9),
+    ("90s", 1_000 * 10**9 - 90 * 10**9), ("2h", 0),  # (before 1970: 1970)
     ("1970-01-01T00:00:10", 10 * 10**9), ("12345", 12345), (None, None),
 ])
 def test_parse_when(text, expected) -> None:

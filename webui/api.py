@@ -19,6 +19,7 @@ from aiohttp import web
 from botrace.tree import build_tree
 from botrace_webui import keys
 from botrace_webui.download import trace_to_otlp_json
+from botrace_webui.health import WINDOW_S, LossWatch, assess
 from botrace_webui.livehub import heartbeat_frame, sse_frame
 from botrace_webui.params import (
     HEX16,
@@ -42,7 +43,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # -- parameters shared by several routes ------------------------------------------
 
 LIMIT = Param("limit", "int", "page size", minimum=1, maximum=500, default=50)
-CURSOR = Param("cursor", "str", "the next_cursor of the previous page", max_length=2000)
+CURSOR = Param("cursor", "cursor", "the next_cursor of the previous page", max_length=2000)
 SINCE = Param("since", "time", "start of the window: 15m, 24h, 7d ago, or ISO 8601", store_key="since_ns")
 UNTIL = Param("until", "time", "end of the window (exclusive)", store_key="until_ns")
 USER = Param("user_id", "str", "exact user id", store_key="user_id")
@@ -57,7 +58,8 @@ TRACE_FILTERS = (
           store_key="span_type"),
     Param("model", "str", "the trace has an LLM call to this model", store_key="model"),
     Param("tool", "str", "the trace has a call of this tool", store_key="tool"),
-    Param("min_duration_ms", "float", "trace duration at least (ms)", minimum=0,
+    # at most ~31 years: in ns it stays within SQLite's 64-bit INTEGER
+    Param("min_duration_ms", "float", "trace duration at least (ms)", minimum=0, maximum=1e12,
           store_key="min_duration_ms"),
     Param("q", "str", "text in the message outline (case-insensitive)", store_key="q"),
 )
@@ -92,7 +94,10 @@ def _error(status: int, message: str, param: str | None = None) -> web.Response:
 
 
 def _query(request: web.Request, route: ApiRoute) -> dict[str, Any]:
-    return parse_query(request.query, route.params)
+    values = parse_query(request.query, route.params)
+    if "since" in values and "until" in values and values["until"] < values["since"]:
+        values["until"] = values["since"]  # a window that ends before it starts is empty
+    return values
 
 
 def _store(request: web.Request) -> Any:
@@ -205,27 +210,24 @@ async def health(request: web.Request) -> web.Response:
     tracer = request.app[keys.TRACER]
     store = request.app[keys.STORE]
     out: dict[str, Any] = {"status": "ok", "read_only": tracer is None}
+    # health must answer even when a part of it is broken
     if tracer is not None:
         try:
             out["tracer"] = tracer.health()
-        except Exception as exc:  # health must answer even when a part of it is broken
+        except Exception as exc:
             log.exception("botrace: tracer.health() failed")
             out["tracer"] = {"error": repr(exc)}
-            out["status"] = "degraded"
-        else:
-            # a sink (or a host adapter missing part of its host) that says it is degraded
-            if any(s.get("state") == "degraded" for s in out["tracer"].get("sinks", ())):
-                out["status"] = "degraded"
     if store is not None:
         try:
             out["store"] = store.health()
         except Exception as exc:
             log.exception("botrace: store.health() failed")
             out["store"] = {"error": repr(exc)}
-            out["status"] = "degraded"
-        if out["store"].get("state") not in ("ok", "read_only", None):
-            out["status"] = "degraded"
     out["live"] = request.app[keys.HUB].stats()
+    # degraded: a part says so, or lost data in the last minutes (botrace_webui.health)
+    out["problems"] = assess(out, request.app[keys.LOSS_WATCH])
+    out["status"] = "degraded" if out["problems"] else "ok"
+    out["window_s"] = WINDOW_S
     return _json(out)
 
 
@@ -407,7 +409,8 @@ ROUTES: tuple[ApiRoute, ...] = (
              (LIMIT, CURSOR, SINCE, UNTIL, USER, UMO),
              responses={"200": "{users, next_cursor, total}"}),
     ApiRoute("GET", "/health", "health", "Tracer queue, dropped counts, sink and store errors",
-             health, responses={"200": "health document"}),
+             health, responses={"200": "{status: ok / degraded, problems: [{part, problem}], "
+                                       "tracer, store, live, read_only, window_s}"}),
     ApiRoute("GET", "/config", "get_config", "Whether tracing is on, and what this page may do",
              get_config, responses={"200": "{trace_enable, read_only, chat, live}"}),
     ApiRoute("PUT", "/config", "put_config", "Switch tracing on or off (trace_enable)", put_config,
@@ -416,8 +419,9 @@ ROUTES: tuple[ApiRoute, ...] = (
              responses={"200": "the new config", "409": "read-only viewer"}),
     ApiRoute("POST", "/chat", "chat", "Demo: send a message to the host", chat,
              body={"type": "object", "properties": {
-                 "text": {"type": "string", "maxLength": 8000},
-                 "user_id": {"type": "string"}, "session": {"type": "string"}},
+                 "text": {"type": "string", "minLength": 1, "maxLength": 8000, "pattern": r"\S"},
+                 "user_id": {"type": "string", "minLength": 1, "maxLength": 200},
+                 "session": {"type": "string", "minLength": 1, "maxLength": 200}},
                  "required": ["text"]},
              responses={"200": "{reply}", "502": "the host raised"}, needs_chat=True),
     ApiRoute("GET", "/stream", "stream", "Server-Sent Events: trace/span started/finished",
@@ -439,3 +443,4 @@ def setup_api(app: web.Application) -> None:
         table[route.name] = route
         app.router.add_route(route.method, API_PREFIX + route.path, route.handler, name="api." + route.name)
     app[keys.ROUTES] = table
+    app[keys.LOSS_WATCH] = LossWatch()

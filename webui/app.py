@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
+import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,11 +19,14 @@ from botrace_webui.livehub import LiveHub
 from botrace_webui.poller import StorePoller
 from botrace_webui.security import (
     COOKIE,
+    Sessions,
     add_security_headers,
     auth_middleware,
     cors_preflight_middleware,
     error_middleware,
-    session_value,
+    host_check_middleware,
+    is_loopback,
+    normalize_hosts,
     token_matches,
 )
 
@@ -44,6 +47,7 @@ PAGES = {
     "page.users": "/users",
     "page.user": "/user",
     "page.stats": "/stats",
+    "page.health": "/health",
 }
 
 
@@ -59,7 +63,9 @@ def _version() -> str:
 def create_app(tracer: Any = None, store: Any = None, chat: keys.ChatFn | None = None, *,
                hub: LiveHub | None = None, token: str | None = None,
                cors_origins: Iterable[str] = (), title: str = "botrace",
-               service_name: str | None = None, poll_interval_s: float = 2.0) -> web.Application:
+               service_name: str | None = None, poll_interval_s: float = 2.0,
+               allowed_hosts: Iterable[str] | None = None,
+               session_ttl_s: float = 12 * 3600) -> web.Application:
     """The Trace tab as an aiohttp application, to mount or to run on its own.
 
     - ``tracer``: the host's running :class:`botrace.tracer.Tracer`. ``None``
@@ -74,14 +80,22 @@ def create_app(tracer: Any = None, store: Any = None, chat: keys.ChatFn | None =
     - ``cors_origins``: origins allowed to call the API from another site (none by default).
     - ``poll_interval_s``: without a tracer, how often to read the store for traces
       another process wrote, to show them live (0: never).
+    - ``allowed_hosts``: ``Host`` names answered besides loopback ones (``"*"``: any).
+      Given, it is checked wherever the app runs; left None, it is checked only when the
+      app has no token and :func:`run_server` serves it (loopback names only), never when
+      it is mounted in a host's app (the host's server and auth decide there).
+    - ``session_ttl_s``: with a token, how long a login lasts (12 h).
 
     Mount it with ``host_app.add_subapp("/trace", create_app(tracer, store))``.
     """
-    app = web.Application(middlewares=[error_middleware, cors_preflight_middleware, auth_middleware])
+    app = web.Application(middlewares=[error_middleware, host_check_middleware,
+                                       cors_preflight_middleware, auth_middleware])
     app[keys.TRACER] = tracer
     app[keys.STORE] = store
     app[keys.CHAT] = chat
     app[keys.TOKEN] = token or None
+    app[keys.ALLOWED_HOSTS] = None if allowed_hosts is None else normalize_hosts(allowed_hosts)
+    app[keys.SESSIONS] = Sessions(ttl_s=session_ttl_s)
     app[keys.CORS] = frozenset(cors_origins)
     app[keys.TITLE] = title
     app[keys.VERSION] = _version()
@@ -182,31 +196,24 @@ async def login_post(request: web.Request) -> web.Response:
     if not token:
         raise web.HTTPFound(nxt)
     if given and token_matches(given, token):
+        sessions = request.app[keys.SESSIONS]
         resp = web.HTTPFound(nxt)
-        resp.set_cookie(COOKIE, session_value(token), httponly=True, samesite="Strict",
-                        path=_base(request), secure=request.secure)
+        resp.set_cookie(COOKIE, sessions.create(), httponly=True, samesite="Strict",
+                        path=_base(request), secure=request.secure, max_age=math.ceil(sessions.ttl_s))
         raise resp
     await asyncio.sleep(0.3)  # a wrong token costs a little time
     return _render(request, "login.html", status=401, next=nxt, error="That token is not right.")
 
 
 async def logout_post(request: web.Request) -> web.Response:
+    """End the login: the session is forgotten, so a copy of the cookie stops working too."""
+    request.app[keys.SESSIONS].revoke(request.cookies.get(COOKIE, ""))
     resp = web.HTTPFound(_base(request) + "login")
     resp.del_cookie(COOKIE, path=_base(request))
     raise resp
 
 
 # -- running on its own --------------------------------------------------------------
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and ``localhost``."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
 
 def check_bind(host: str, token: str | None) -> None:
     """Raise ValueError unless ``host`` is loopback or a token guards the page."""
@@ -219,9 +226,13 @@ async def run_server(app: web.Application, host: str = "127.0.0.1", port: int = 
                      token: str | None = None, prefix: str = "") -> web.AppRunner:
     """Start ``app`` (mounted under ``prefix`` when given) and return its runner.
 
-    Raises ValueError for a non-loopback ``host`` unless the app has a token.
+    Raises ValueError for a non-loopback ``host`` unless the app has a token. An app
+    without a token, served here, answers only to loopback ``Host`` names (and its
+    ``allowed_hosts``): a page from another site cannot reach it by DNS rebinding.
     """
     check_bind(host, token or app[keys.TOKEN])
+    if app[keys.ALLOWED_HOSTS] is None and not app[keys.TOKEN]:
+        app[keys.ALLOWED_HOSTS] = frozenset()  # loopback names only
     root = app
     if prefix:
         root = web.Application()
@@ -232,10 +243,12 @@ async def run_server(app: web.Application, host: str = "127.0.0.1", port: int = 
     return runner
 
 
-def serve(store_path: str, host: str = "127.0.0.1", port: int = 8765, token: str | None = None) -> None:
+def serve(store_path: str, host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
+          allowed_hosts: Iterable[str] | None = None) -> None:
     """``botrace serve --db PATH``: a read-only viewer of a trace database (blocks).
 
-    A non-loopback ``host`` needs ``token`` (or ``BOTRACE_TOKEN``).
+    A non-loopback ``host`` needs ``token`` (or ``BOTRACE_TOKEN``). ``allowed_hosts``:
+    ``Host`` names answered besides loopback ones (e.g. behind a reverse proxy).
     """
     from botrace.store import TraceStore
 
@@ -245,7 +258,7 @@ def serve(store_path: str, host: str = "127.0.0.1", port: int = 8765, token: str
     async def main() -> None:
         store = TraceStore(store_path, read_only=True)
         await store.open()
-        app = create_app(tracer=None, store=store, token=token)
+        app = create_app(tracer=None, store=store, token=token, allowed_hosts=allowed_hosts)
         runner = await run_server(app, host, port, token=token)
         shown = f"[{host}]" if ":" in host else host
         print(f"botrace: serving {store_path} read-only on http://{shown}:{port}/", flush=True)

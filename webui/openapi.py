@@ -48,6 +48,8 @@ def build_openapi(app: web.Application) -> dict[str, Any]:
             else:
                 responses[code] = {**_ERROR, "description": desc}
         responses.setdefault("400", {**_ERROR, "description": "bad parameter (names it)"})
+        responses["403"] = {**_ERROR, "description": "a Host this server does not answer to (a "
+                                                     "token-less server answers loopback names only)"}
         if app[keys.TOKEN]:
             responses["401"] = {**_ERROR, "description": "missing or wrong token"}
         op["responses"] = responses

@@ -6,25 +6,33 @@
   that leaks no traceback; bad input never gets that far (see ``botrace_webui.params``).
 - With a token (``botrace serve`` on a non-loopback address) every route but
   the login page and static files asks for ``Authorization: Bearer <token>`` or
-  the HttpOnly session cookie the login sets; both are compared in constant time.
+  the HttpOnly session cookie the login sets; the token is compared in constant time,
+  a session is a random id the server keeps until it expires or its owner logs out.
+- Without a token, served on its own (``run_server``), the app answers only requests
+  whose ``Host`` is a loopback name or address (or in ``allowed_hosts``): a web page
+  whose domain an attacker points at 127.0.0.1 (DNS rebinding) gets a 403.
 - CORS is closed unless origins are listed explicitly.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
+import ipaddress
 import json
 import logging
-from collections.abc import Awaitable, Callable
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
 
 from botrace_webui import keys
 from botrace_webui.params import BadParam
 
-__all__ = ["COOKIE", "CSP", "check_token", "error_middleware", "session_value", "token_matches"]
+__all__ = ["COOKIE", "CSP", "Sessions", "check_token", "error_middleware", "host_allowed",
+           "host_check_middleware", "is_loopback", "normalize_hosts", "token_matches"]
 
 log = logging.getLogger("botrace.webui")
 
@@ -83,12 +91,23 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         raise
     except Exception as exc:
         if isinstance(exc, _query_error_types()):
-            return _json_error(400, getattr(exc, "message", str(exc)), getattr(exc, "param", None))
+            return _json_error(400, getattr(exc, "message", str(exc)),
+                               _api_param(request, getattr(exc, "param", None)))
         if isinstance(exc, _store_error_types()):
             log.warning("botrace: store error serving %s: %s", request.path, exc)
             return _json_error(503, f"the trace store is unavailable: {exc}")
         log.exception("botrace: error serving %s", request.path)
         return _json_error(500, "internal error (logged on the server)")
+
+
+def _api_param(request: web.Request, store_key: str | None) -> str | None:
+    """The API's name of a store filter the store complained about (``since_ns`` -> ``since``)."""
+    routes = request.app.get(keys.ROUTES) or {}
+    for route in routes.values():
+        for p in route.params:
+            if p.store_key is not None and p.store_key == store_key:
+                return p.name
+    return store_key
 
 
 async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -118,23 +137,119 @@ async def cors_preflight_middleware(request: web.Request, handler: Handler) -> w
     return await handler(request)
 
 
-def session_value(token: str) -> str:
-    """The cookie value a login sets: derived from the token, never the token itself."""
-    return hmac.new(token.encode(), b"botrace-session-v1", hashlib.sha256).hexdigest()
-
-
 def token_matches(given: str, token: str) -> bool:
     """Constant-time comparison of a presented token with the configured one."""
     return hmac.compare_digest(given.encode(), token.encode())
 
 
+class Sessions:
+    """The logins of a token-guarded app: a random id per login, kept in memory.
+
+    The cookie holds only the id. A session ends at ``ttl_s`` after the login, at logout
+    (so a copied cookie stops working then), or when the server restarts. At most
+    ``max_sessions`` are kept; past that the oldest login ends first.
+    """
+
+    def __init__(self, ttl_s: float = 12 * 3600, max_sessions: int = 1000) -> None:
+        self.ttl_s = ttl_s
+        self.max_sessions = max_sessions
+        self._expires: OrderedDict[str, float] = OrderedDict()  # id -> monotonic expiry
+
+    def create(self) -> str:
+        self._forget_expired()
+        sid = secrets.token_urlsafe(32)
+        self._expires[sid] = time.monotonic() + self.ttl_s
+        while len(self._expires) > self.max_sessions:
+            self._expires.popitem(last=False)
+        return sid
+
+    def valid(self, sid: str) -> bool:
+        expires = self._expires.get(sid) if sid else None
+        if expires is None:
+            return False
+        if expires <= time.monotonic():
+            del self._expires[sid]
+            return False
+        return True
+
+    def revoke(self, sid: str) -> None:
+        self._expires.pop(sid, None)
+
+    def __len__(self) -> int:
+        return len(self._expires)
+
+    def _forget_expired(self) -> None:
+        now = time.monotonic()
+        while self._expires and next(iter(self._expires.values())) <= now:
+            self._expires.popitem(last=False)
+
+
 def check_token(request: web.Request, token: str) -> bool:
-    """True when the request carries the token (Bearer) or the login cookie; constant time."""
+    """True when the request carries the token (Bearer, constant time) or a live login."""
     auth = request.headers.get("Authorization", "")
     if auth[:7].lower() == "bearer " and token_matches(auth[7:].strip(), token):
         return True
-    cookie = request.cookies.get(COOKIE, "")
-    return bool(cookie) and hmac.compare_digest(cookie.encode(), session_value(token).encode())
+    return request.app[keys.SESSIONS].valid(request.cookies.get(COOKIE, ""))
+
+
+# -- Host header (DNS rebinding) ------------------------------------------------------
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_name(value: str) -> str | None:
+    """The name in a ``Host`` header without its port (``[::1]:8765`` -> ``::1``);
+    None when it is not a well-formed host[:port]."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        name, bracket, port = value[1:].partition("]")
+        if not bracket or (port and not (port[0] == ":" and port[1:].isdigit())):
+            return None
+        return name
+    name, colon, port = value.partition(":")
+    if colon and not port.isdigit():
+        return None
+    return name.removesuffix(".")
+
+
+def host_allowed(host: str | None, allowed: Iterable[str] = ()) -> bool:
+    """Whether a request with this ``Host`` header may be answered: a loopback name or
+    address, a name in ``allowed`` (``"*"``: any), or no header at all (browsers always
+    send one, and a rebinding attack needs a browser)."""
+    if not host:
+        return True
+    name = _host_name(host)
+    if name is None:
+        return False
+    return is_loopback(name) or name in allowed or "*" in allowed
+
+
+def normalize_hosts(names: Iterable[str]) -> frozenset[str]:
+    """``allowed_hosts`` as compared: lower case, no port, no trailing dot."""
+    return frozenset(filter(None, (_host_name(n) for n in names)))
+
+
+@web.middleware
+async def host_check_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """403 for a ``Host`` the app does not answer to, when the app checks it at all
+    (``app[keys.ALLOWED_HOSTS]`` is None when mounted in a host's app)."""
+    allowed = request.app[keys.ALLOWED_HOSTS]
+    host = request.headers.get("Host")
+    if allowed is None or host_allowed(host, allowed):
+        return await handler(request)
+    message = (f"this server does not answer to Host {host[:100]!r}: without a token it answers "
+               "only at a loopback address (127.0.0.1, localhost, [::1]) or a name in "
+               "allowed_hosts")
+    if _is_api(request):
+        return _json_error(403, message)
+    return web.Response(status=403, text=f"botrace: {message}\n")
 
 
 def _public(request: web.Request) -> bool:

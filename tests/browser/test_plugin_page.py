@@ -526,6 +526,10 @@ async def test_plugin_page_lists_opens_and_downloads_traces_through_the_bridge(d
 
     await child.evaluate("location.hash = '#/stats?group_by=tool'")
     await expect(frame.locator("table.stats tbody tr", has_text="get_weather")).to_have_count(1)
+    await frame.locator('[data-nav="health"]').click()  # the health view, through the bridge too
+    await expect(frame.locator(".health-status")).to_have_text("ok")
+    await expect(frame.locator('.health-card[data-part="store"]')).to_contain_text("Writer")
+    assert "#/health" in child.url
     assert_assets_all_served(dashboard)
     assert page.problems == []
 

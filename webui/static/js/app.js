@@ -1,6 +1,7 @@
 // The page's entry: router, header (live state, tracing switch, theme) and views.
 
 import { api } from "./api.js";
+import { healthView } from "./health.js";
 import { live } from "./live.js";
 import { listView } from "./list.js";
 import { bridge, embedded } from "./mode.js";
@@ -19,11 +20,12 @@ const VIEWS = {
   users: usersView,
   user: userView,
   stats: statsView,
+  health: healthView,
 };
 const NAV_OF = { trace: "index", conversation: "sessions", user: "users" };
 const TITLES = {
   index: "Traces", trace: "Trace", sessions: "Conversations", conversation: "Conversation",
-  users: "Users", user: "User", stats: "Stats",
+  users: "Users", user: "User", stats: "Stats", health: "Health",
 };
 
 let current = null;
@@ -143,6 +145,23 @@ if (embedded) {
       /* ignore */
     }
   });
+}
+
+// -- health in the nav: a mark on the tab while tracing is degraded ------------------
+const healthTab = document.querySelector('[data-nav="health"]');
+async function checkHealth() {
+  if (document.hidden) return;
+  try {
+    const doc = await api.get("health");
+    healthTab.dataset.status = doc.status;
+    healthTab.title = doc.status === "ok" ? "Health: ok" : `Health: ${doc.status} (${(doc.problems || []).length} problems)`;
+  } catch {
+    /* the views show API errors */
+  }
+}
+if (healthTab) {
+  checkHealth();
+  setInterval(checkHealth, 30000);
 }
 
 live.start();

@@ -1,7 +1,7 @@
 // The trace list: filters reflected in the URL, live insertions, and (demo) the chat box.
 
 import { api } from "./api.js";
-import { clear, h, link, qs } from "./dom.js";
+import { bdi, clear, h, link, qs } from "./dom.js";
 import { live } from "./live.js";
 import { setView } from "./nav.js";
 import { notice, traceTable } from "./widgets.js";
@@ -79,7 +79,7 @@ export function listView(root, ctx) {
       hiddenChips.append(h("button", {
         type: "button", class: "chip filter-chip", title: "Remove this filter",
         onclick: () => changed(k, "", false),
-      }, `${k}: ${values[k]}`, " ×"));
+      }, `${k}: `, bdi(values[k]), " ×"));
     }
   }
 
@@ -135,14 +135,14 @@ function chatBox() {
     const text = input.value.trim();
     if (!text) return;
     input.value = "";
-    log.append(h("li", { class: "bubble me" }, text));
+    log.append(h("li", { class: "bubble me" }, bdi(text)));
     const pending = h("li", { class: "bubble bot pending" }, "…");
     log.append(pending);
     log.scrollTop = log.scrollHeight;
     send.disabled = true;
     try {
       const res = await api.post("chat", { text, user_id: user.value || "demo-user", session: session.value || "demo-session" });
-      pending.textContent = res.reply || "(no reply)";
+      pending.replaceChildren(bdi(res.reply || "(no reply)"));
       pending.classList.remove("pending");
       if (res.trace_id) {
         pending.append(h("br"), link(`traces/${res.trace_id}`, { class: "bubble-link" }, "open trace →"));
@@ -150,7 +150,7 @@ function chatBox() {
         pending.append(h("br"), h("span", { class: "bubble-note" }, "(not traced)"));
       }
     } catch (err) {
-      pending.textContent = `error: ${err.message}`;
+      pending.replaceChildren("error: ", bdi(err.message));
       pending.classList.replace("pending", "error");
     } finally {
       send.disabled = false;

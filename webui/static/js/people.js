@@ -1,7 +1,7 @@
 // Conversations (sessions), one conversation as a chat, users, one user.
 
 import { api } from "./api.js";
-import { clear, h, link } from "./dom.js";
+import { bdi, clear, h, link } from "./dom.js";
 import { fmtAgo, fmtCost, fmtDuration, fmtFullTime, fmtNum, fmtTime } from "./format.js";
 import { live } from "./live.js";
 import { emptyState, notice, pager, pluginChip, statusBadge, traceTable } from "./widgets.js";
@@ -51,8 +51,8 @@ export const sessionsView = pagedTable({
   row: (s) => {
     const q = s.session_id ? `session_id=${encodeURIComponent(s.session_id)}` : `umo=${encodeURIComponent(s.umo)}`;
     return h("tr", null,
-      h("td", null, link(`conversation?${q}`, { title: s.umo || "" }, s.session_id || s.umo || "(none)")),
-      h("td", null, (s.user_ids || []).join(", ") || "–"),
+      h("td", null, link(`conversation?${q}`, { title: s.umo || "" }, bdi(s.session_id || s.umo || "(none)"))),
+      h("td", null, (s.user_ids || []).length ? s.user_ids.map((u, i) => [i ? ", " : "", bdi(u)]) : "–"),
       h("td", { title: fmtFullTime(s.last_ns) }, fmtAgo(s.last_ns)),
       h("td", { class: "num" }, fmtNum(s.trace_count)),
       h("td", { class: `num${s.error_count ? " err" : ""}` }, fmtNum(s.error_count)),
@@ -68,8 +68,8 @@ export const usersView = pagedTable({
   key: "users",
   columns: [["", "User"], ["", "Name"], ["", "Last message"], ["num", "Sessions"], ["num", "Messages"], ["num", "Errors"], ["num", "Tokens in / out"], ["num", "Cost"]],
   row: (u) => h("tr", null,
-    h("td", null, link(`user?user_id=${encodeURIComponent(u.user_id)}`, null, u.user_id || "(none)")),
-    h("td", null, u.sender || "–"),
+    h("td", null, link(`user?user_id=${encodeURIComponent(u.user_id)}`, null, bdi(u.user_id || "(none)"))),
+    h("td", null, bdi(u.sender || "–")),
     h("td", { title: fmtFullTime(u.last_ns) }, fmtAgo(u.last_ns)),
     h("td", { class: "num" }, fmtNum(u.session_count)),
     h("td", { class: "num" }, fmtNum(u.trace_count)),
@@ -90,7 +90,7 @@ export function conversationView(root, ctx) {
   const pg = pager(() => load());
   root.append(h("section", { class: "conversation-view" },
     h("div", { class: "crumbs" }, link("sessions", null, "← Conversations")),
-    h("div", { class: "view-head" }, h("h1", null, "Conversation ", h("code", null, title))),
+    h("div", { class: "view-head" }, h("h1", null, "Conversation ", h("code", null, bdi(title)))),
     status, pg.el, log));
   if (!title) {
     status.append(notice("error", "Give a session_id or umo in the address."));
@@ -101,10 +101,10 @@ export function conversationView(root, ctx) {
 
   function bubble(t) {
     return h("li", { class: `turn status-${t.status}`, dataset: { traceId: t.trace_id } },
-      h("div", { class: "bubble me" }, t.outline || "(no text)"),
+      h("div", { class: "bubble me" }, bdi(t.outline || "(no text)")),
       h("div", { class: "turn-meta" },
         h("span", { title: fmtFullTime(t.start_ns) }, fmtTime(t.start_ns)), " · ",
-        h("span", null, t.sender || t.user_id || "?"), " · ",
+        bdi(t.sender || t.user_id || "?"), " · ",
         statusBadge(t.status), " · ",
         t.status === "running" ? "running…" : fmtDuration(t.duration_ns), " · ",
         `${fmtNum(t.span_count)} spans`,
@@ -157,7 +157,7 @@ export function userView(root, ctx) {
   const table = traceTable(() => ({ user_id: userId }), { emptyText: "No traces for this user." });
   root.append(h("section", { class: "user-view" },
     h("div", { class: "crumbs" }, link("users", null, "← Users")),
-    h("div", { class: "view-head" }, h("h1", null, "User ", h("code", null, userId))),
+    h("div", { class: "view-head" }, h("h1", null, "User ", h("code", null, bdi(userId)))),
     summary, table.el));
   if (!userId) {
     summary.replaceWith(notice("error", "Give a user_id in the address."));
@@ -166,7 +166,7 @@ export function userView(root, ctx) {
   api.get("users", { user_id: userId, limit: 1 }).then((page) => {
     const u = (page.users || []).find((x) => x.user_id === userId);
     if (!u) return;
-    const facts = [["Name", u.sender || "–"], ["Messages", fmtNum(u.trace_count)], ["Sessions", fmtNum(u.session_count)],
+    const facts = [["Name", bdi(u.sender || "–")], ["Messages", fmtNum(u.trace_count)], ["Sessions", fmtNum(u.session_count)],
       ["Errors", fmtNum(u.error_count)], ["Tokens", `${fmtNum(u.input_tokens || 0)} in / ${fmtNum(u.output_tokens || 0)} out`],
       ["Cost", fmtCost(u.cost_usd)], ["Last seen", fmtAgo(u.last_ns)]];
     summary.append(...facts.map(([k, v]) => h("div", null, h("dt", null, k), h("dd", null, v))));

@@ -1,7 +1,7 @@
 // "Which phase is the bottleneck": latency, errors and tokens per stage / plugin / tool / model.
 
 import { api } from "./api.js";
-import { clear, h, link, qs } from "./dom.js";
+import { bdi, clear, h, link, qs } from "./dom.js";
 import { fmtCost, fmtMs, fmtNum, fmtPct, pluginHue } from "./format.js";
 import { setView } from "./nav.js";
 import { emptyState, notice, pluginChip } from "./widgets.js";
@@ -80,7 +80,7 @@ export function statsView(root, ctx) {
       }
       const key = String(g.key ?? "(none)");
       const filter = LIST_FILTER[state.group_by];
-      const label = state.group_by === "plugin" ? pluginChip(key) : h("span", { class: "group-key" }, key);
+      const label = state.group_by === "plugin" ? pluginChip(key) : h("span", { class: "group-key" }, bdi(key));
       const since = state.since === "all" ? undefined : state.since;
       const name = filter ? link(`${qs({ [filter]: key, since })}`, { title: "Show these traces" }, label) : label;
       tbody.append(h("tr", { class: g.errors ? "has-errors" : "" },

@@ -5,7 +5,7 @@
 // grows as span events arrive on the live stream.
 
 import { api, ApiError } from "./api.js";
-import { clear, h, icon, link } from "./dom.js";
+import { bdi, clear, escapeBidi, h, icon, link, reveal } from "./dom.js";
 import { fmtCost, fmtDuration, fmtFullTime, fmtNum, fmtTime, pluginHue } from "./format.js";
 import { live } from "./live.js";
 import { currentView, setView } from "./nav.js";
@@ -40,6 +40,7 @@ export function traceView(root, ctx) {
   let tick = 0;
   let loaded = false;
   let drawnMarked = false;
+  let rootEnd = 0; // end of the trace's root span once it finished: spans starting later are late
 
   // -- skeleton ---------------------------------------------------------------------
   const headEl = h("header", { class: "trace-head card" });
@@ -119,6 +120,18 @@ export function traceView(root, ctx) {
     structureDirty = false;
   }
 
+  /** The root span's end (0 while it runs): a span that starts after it is late. */
+  function rootEndNs() {
+    for (const node of roots) {
+      if (!node.s.parent_id) return finished(node.s) ? node.s.end_ns || 0 : 0;
+    }
+    return 0;
+  }
+
+  function isLate(s) {
+    return rootEnd > 0 && (s.start_ns || 0) > rootEnd;
+  }
+
   function timeBounds() {
     let lo = Infinity;
     let hi = 0;
@@ -147,6 +160,7 @@ export function traceView(root, ctx) {
     frame = 0;
     if (structureDirty) flatten();
     const running = timeBounds();
+    rootEnd = rootEndNs();
     spacer.style.height = `${rows.length * ROW_H}px`;
     drawAxis();
     const top = scroller.scrollTop;
@@ -157,7 +171,7 @@ export function traceView(root, ctx) {
       const node = rows[i];
       const id = node.s.span_id;
       keep.add(id);
-      const key = `${node.version}|${i}|${node.depth}|${selected === id}|${collapsed.has(id)}|${node.children.length}|${t0}|${t1}`;
+      const key = `${node.version}|${i}|${node.depth}|${selected === id}|${collapsed.has(id)}|${node.children.length}|${t0}|${t1}|${rootEnd}`;
       const have = rendered.get(id);
       if (have && have.key === key) continue;
       const el = rowElement(node, i);
@@ -201,8 +215,9 @@ export function traceView(root, ctx) {
     const id = s.span_id;
     const hasKids = node.children.length > 0;
     const isCollapsed = collapsed.has(id);
+    const late = isLate(s);
     const el = h("div", {
-      class: `span-row type-${s.span_type} status-${s.status}${selected === id ? " selected" : ""}`,
+      class: `span-row type-${s.span_type} status-${s.status}${selected === id ? " selected" : ""}${late ? " late" : ""}`,
       id: `row-${id}`, role: "treeitem", "aria-level": String(node.depth + 1),
       "aria-selected": String(selected === id), dataset: { spanId: id, index: String(index) },
     });
@@ -221,9 +236,10 @@ export function traceView(root, ctx) {
     const plugin = s.plugin && s.plugin.name ? s.plugin : null;
     const name = h("div", { class: "col-name" }, indent, caret,
       icon(TYPE_ICON[s.span_type] || "dot", "icon type-icon"),
-      h("span", { class: "span-name", title: `${s.name} (${TYPE_LABEL[s.span_type] || s.span_type})` }, s.name),
+      h("span", { class: "span-name", title: `${s.name} (${TYPE_LABEL[s.span_type] || s.span_type})` }, bdi(s.name)),
       plugin ? pluginChip(plugin.name, plugin.plugin_type, plugin.display_name) : null,
-      s.status === "error" ? h("span", { class: "err-mark", title: s.error ? `${s.error.type}: ${s.error.message}` : "error" }, "!") : null,
+      late ? h("span", { class: "chip late", title: "started after the message's trace had ended" }, "late") : null,
+      s.status === "error" ? h("span", { class: "err-mark", title: s.error ? errorSummary(s.error) : "error" }, "!") : null,
       hasKids && isCollapsed ? h("span", { class: "folded" }, `+${countBelow(node)}`) : null);
 
     const total = t1 - t0;
@@ -359,7 +375,7 @@ export function traceView(root, ctx) {
     const plugin = s.plugin && s.plugin.name ? s.plugin : null;
     const start = (s.start_ns || t0) - t0;
     detail.append(
-      h("h2", { class: "detail-title" }, icon(TYPE_ICON[s.span_type] || "dot", "icon type-icon"), h("span", null, s.name)),
+      h("h2", { class: "detail-title" }, icon(TYPE_ICON[s.span_type] || "dot", "icon type-icon"), bdi(s.name)),
       h("div", { class: "detail-tags" },
         h("span", { class: "chip type" }, TYPE_LABEL[s.span_type] || s.span_type),
         plugin ? pluginChip(plugin.name, plugin.plugin_type, plugin.display_name) : null,
@@ -369,23 +385,32 @@ export function traceView(root, ctx) {
       ["Starts at", `+${fmtDuration(start)}`],
       ["Duration", finished(s) ? fmtDuration(s.duration_ns) : "running…"],
     ];
+    if (isLate(s)) kv.push(["Late", `starts ${fmtDuration(s.start_ns - rootEnd)} after the trace ended`]);
     if (s.self_ns !== undefined && s.self_ns !== null) kv.push(["Self time", fmtDuration(s.self_ns)]);
     const m = s.meta || {};
-    if (m.model) kv.push(["Model", `${m.model}${m.provider ? ` (${m.provider})` : ""}`]);
+    if (m.model) kv.push(["Model", [bdi(m.model), m.provider ? [" (", bdi(m.provider), ")"] : null]]);
     if (m.input_tokens !== undefined || m.output_tokens !== undefined) {
       kv.push(["Tokens", `${fmtNum(m.input_tokens || 0)} in / ${fmtNum(m.output_tokens || 0)} out${m.cached_tokens ? ` / ${fmtNum(m.cached_tokens)} cached` : ""}`]);
     }
     if (m.ttft_ms !== undefined) kv.push(["First token", `${fmtNum(m.ttft_ms)} ms`]);
     if (s.cost_usd) kv.push(["Cost", fmtCost(s.cost_usd)]);
-    if (plugin) kv.push(["Plugin", `${plugin.display_name || plugin.name} · ${plugin.plugin_type === "builtin" ? "builtin" : "third-party"}${plugin.version ? ` · v${plugin.version}` : ""}`]);
+    if (plugin) {
+      kv.push(["Plugin", [bdi(plugin.display_name || plugin.name), ` · ${plugin.plugin_type === "builtin" ? "builtin" : "third-party"}`,
+        plugin.version ? [" · v", bdi(plugin.version)] : null]]);
+    }
     kv.push(["Span id", s.span_id]);
     if (s.parent_id) kv.push(["Parent", s.parent_id]);
     detail.append(h("dl", { class: "kv" }, kv.map(([k, v]) => [h("dt", null, k), h("dd", null, v)])));
 
+    let cut = false;
     if (s.error) {
+      // cut for display like the values: the message from its start, the traceback from its end
+      const [message, messageCut] = clip(String(s.error.message ?? ""));
+      const [traceback, tracebackCut] = clipStart(String(s.error.traceback ?? ""));
+      cut = messageCut || tracebackCut;
       detail.append(h("section", { class: "error-box", "aria-label": "Error" },
-        h("div", { class: "error-head" }, h("strong", null, s.error.type || "Error"), ": ", String(s.error.message ?? "")),
-        s.error.traceback ? h("pre", { class: "traceback" }, String(s.error.traceback)) : null));
+        h("div", { class: "error-head" }, h("strong", null, bdi(s.error.type || "Error")), ": ", bdi(message)),
+        traceback ? h("pre", { class: "traceback" }, traceback) : null));
     }
     if (s.truncated) {
       detail.append(notice("warn", "Some values of this span were cut when they were recorded (the trace's size limits)."));
@@ -394,7 +419,6 @@ export function traceView(root, ctx) {
       detail.append(h("p", { class: "hint" }, "Loading values…"));
       return;
     }
-    let cut = false;
     for (const key of ["input", "output", "meta"]) {
       const value = s[key];
       if (!value || (typeof value === "object" && !Object.keys(value).length)) continue;
@@ -406,7 +430,7 @@ export function traceView(root, ctx) {
     if (s.events && s.events.length) {
       detail.append(h("section", { class: "values" }, h("h3", null, "Events"),
         h("ol", { class: "events" }, s.events.map((e) =>
-          h("li", null, h("span", { class: "ev-time" }, `+${fmtDuration((e.time_ns || t0) - t0)}`), " ", h("strong", null, e.name),
+          h("li", null, h("span", { class: "ev-time" }, `+${fmtDuration((e.time_ns || t0) - t0)}`), " ", h("strong", null, bdi(e.name)),
             e.attributes && Object.keys(e.attributes).length ? h("pre", { class: "json" }, displayJson(e.attributes)[0]) : null)))));
     }
     if (cut) detail.append(notice("warn", "Long values are cut for display. The download has them in full."));
@@ -419,7 +443,8 @@ export function traceView(root, ctx) {
   function drawHead() {
     clear(headEl);
     const t = trace || {};
-    const spanCount = t.span_count || nodes.size;
+    // a running trace's summary counts only what it had when it started; the tree knows better
+    const spanCount = t.status === "running" ? Math.max(t.span_count || 0, nodes.size) : t.span_count || nodes.size;
     let inTok = t.input_tokens;
     let outTok = t.output_tokens;
     let cost = t.cost_usd;
@@ -440,21 +465,28 @@ export function traceView(root, ctx) {
       ["Tokens", `${fmtNum(inTok)} in / ${fmtNum(outTok)} out${t.cached_tokens ? ` (${fmtNum(t.cached_tokens)} cached)` : ""}`],
       ["Cost", fmtCost(cost)],
     ];
-    if (t.user_id) facts.push(["User", link(`user?user_id=${encodeURIComponent(t.user_id)}`, null, t.sender && t.sender !== t.user_id ? `${t.sender} (${t.user_id})` : t.user_id)]);
+    if (t.user_id) {
+      facts.push(["User", link(`user?user_id=${encodeURIComponent(t.user_id)}`, null,
+        t.sender && t.sender !== t.user_id ? [bdi(t.sender), " (", bdi(t.user_id), ")"] : bdi(t.user_id))]);
+    }
     if (t.session_id || t.umo) {
       const q = t.session_id ? `session_id=${encodeURIComponent(t.session_id)}` : `umo=${encodeURIComponent(t.umo)}`;
-      facts.push(["Conversation", link(`conversation?${q}`, { title: t.umo || "" }, t.session_id || t.umo)]);
+      facts.push(["Conversation", link(`conversation?${q}`, { title: t.umo || "" }, bdi(t.session_id || t.umo))]);
     }
-    if (t.agent_type) facts.push(["Agent", t.agent_type]);
-    if (t.outline) document.title = `${t.outline.slice(0, 60)} · ${document.body.dataset.title || "botrace"}`;
+    if (t.agent_type) facts.push(["Agent", bdi(t.agent_type)]);
+    if (t.outline) document.title = `${reveal(t.outline.slice(0, 60))} · ${document.body.dataset.title || "botrace"}`;
     headEl.append(
       h("div", { class: "crumbs" }, link("", null, "← Traces")),
-      h("div", { class: "trace-title" }, statusBadge(t.status), h("h1", { class: "outline" }, t.outline || "(no text)")),
+      h("div", { class: "trace-title" }, statusBadge(t.status), h("h1", { class: "outline" }, bdi(t.outline || "(no text)"))),
       h("dl", { class: "facts" }, facts.map(([k, v]) => h("div", null, h("dt", null, k), h("dd", null, v)))),
     );
     const warnings = [];
     if (t.dropped_spans) warnings.push(`${fmtNum(t.dropped_spans)} spans were dropped (span budget).`);
     if (t.truncated) warnings.push("Some values were cut to the size limits (long text, long lists or the trace's byte budget).");
+    if (t.late_spans) {
+      warnings.push(`${fmtNum(t.late_spans)} ${t.late_spans === 1 ? "span" : "spans"} started after the message's trace had ended `
+        + "(work the message left running, e.g. a background task); they are marked late in the tree.");
+    }
     if (warnings.length) headEl.append(notice("warn", warnings.join(" ")));
     headEl.append(h("div", { class: "actions" },
       h("button", { type: "button", class: "secondary", onclick: () => setAll(true) }, "Expand all"),
@@ -553,15 +585,32 @@ export function traceView(root, ctx) {
   };
 }
 
-/** Pretty JSON with long strings cut for display; returns [text, whether anything was cut]. */
+/** Pretty JSON with long strings cut for display, bidi controls as \u escapes;
+ * returns [text, whether anything was cut]. */
 export function displayJson(value) {
   let cut = false;
   const text = JSON.stringify(value, (_k, v) => {
-    if (typeof v === "string" && v.length > DISPLAY_MAX) {
-      cut = true;
-      return `${v.slice(0, DISPLAY_MAX)}… [cut for display: ${v.length - DISPLAY_MAX} more characters]`;
-    }
-    return v;
+    if (typeof v !== "string") return v;
+    const [shown, wasCut] = clip(v);
+    cut = cut || wasCut;
+    return shown;
   }, 2);
-  return [text === undefined ? String(value) : text, cut];
+  return [text === undefined ? String(value) : escapeBidi(text), cut];
+}
+
+/** "Type: message" for a tooltip, the message cut short. */
+function errorSummary(error) {
+  return `${error.type}: ${clip(String(error.message ?? ""), 300)[0]}`;
+}
+
+/** The first `max` characters of `text`, marked when cut; returns [text, whether cut]. */
+function clip(text, max = DISPLAY_MAX) {
+  if (text.length <= max) return [text, false];
+  return [`${text.slice(0, max)}… [cut for display: ${text.length - max} more characters]`, true];
+}
+
+/** The last `max` characters of `text` (a traceback's end says most), marked when cut. */
+function clipStart(text, max = DISPLAY_MAX) {
+  if (text.length <= max) return [text, false];
+  return [`[cut for display: ${text.length - max} earlier characters] …${text.slice(-max)}`, true];
 }

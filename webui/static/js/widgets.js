@@ -1,7 +1,7 @@
 // Small pieces several views share: plugin chips, status badges, notices, the trace table.
 
 import { api, apiUrl } from "./api.js";
-import { clear, h, icon, link } from "./dom.js";
+import { bdi, clear, h, icon, link } from "./dom.js";
 import { fmtCost, fmtDuration, fmtFullTime, fmtNum, fmtTime, fmtTokens, pluginHue } from "./format.js";
 import { embedded } from "./mode.js";
 
@@ -12,7 +12,7 @@ export function pluginChip(name, pluginType, label) {
   chip.style.setProperty("--ph", String(pluginHue(name)));
   if (pluginType) chip.append(icon(pluginType === "builtin" ? "gear" : "puzzle", "icon icon-sm"));
   else chip.append(h("span", { class: "swatch", "aria-hidden": "true" }));
-  chip.append(document.createTextNode(label || name));
+  chip.append(bdi(label || name));
   return chip;
 }
 
@@ -81,10 +81,10 @@ export function traceRow(t) {
   tr.append(
     h("td", { class: "c-time", title: fmtFullTime(t.start_ns) }, fmtTime(t.start_ns)),
     h("td", { class: "c-status" }, statusBadge(t.status)),
-    h("td", { class: "c-msg" }, link(`traces/${t.trace_id}`, { class: "row-link", title: msg }, msg)),
+    h("td", { class: "c-msg" }, link(`traces/${t.trace_id}`, { class: "row-link", title: msg }, bdi(msg))),
     h("td", { class: "c-from", title: [t.sender, t.umo].filter(Boolean).join(" · ") },
-      h("span", { class: "c-user" }, t.user_id || "–"),
-      t.session_id || t.umo ? h("span", { class: "c-session" }, ` · ${t.session_id || t.umo}`) : null),
+      h("span", { class: "c-user" }, bdi(t.user_id || "–")),
+      t.session_id || t.umo ? h("span", { class: "c-session" }, " · ", bdi(t.session_id || t.umo)) : null),
     h("td", { class: "c-dur num" }, t.status === "running" ? "running…" : fmtDuration(t.duration_ns)),
     h("td", { class: "c-spans num" }, fmtNum(t.span_count)),
     h("td", { class: "c-tokens num", title: t.cost_usd ? `cost ${fmtCost(t.cost_usd)}` : "" }, fmtTokens(t.input_tokens, t.output_tokens)),
