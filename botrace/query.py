@@ -58,6 +58,10 @@ def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
+#: SQLite's INTEGER: a bound past it is an error naming the parameter, not an OverflowError
+_INT64_MAX = 2**63 - 1
+
+
 def _int_param(name: str, value: Any, minimum: int = 0, maximum: int | None = None) -> int | None:
     if _blank(value):
         return None
@@ -72,13 +76,13 @@ def _int_param(name: str, value: Any, minimum: int = 0, maximum: int | None = No
         value = int(value)
     if not isinstance(value, int):
         raise QueryError(name, "must be an integer")
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
-        raise QueryError(name, f"must be {bound}, got {value}")
+    maximum = _INT64_MAX if maximum is None else min(maximum, _INT64_MAX)
+    if value < minimum or value > maximum:
+        raise QueryError(name, f"must be between {minimum} and {maximum}, got {value}")
     return value
 
 
-def _float_param(name: str, value: Any) -> float | None:
+def _float_param(name: str, value: Any, maximum: float = math.inf) -> float | None:
     if _blank(value):
         return None
     try:
@@ -87,6 +91,8 @@ def _float_param(name: str, value: Any) -> float | None:
         raise QueryError(name, f"must be a number, got {str(value)[:40]!r}") from None
     if not math.isfinite(out) or out < 0:
         raise QueryError(name, "must be a finite number >= 0")
+    if out > maximum:
+        raise QueryError(name, f"must be at most {maximum:.0f}, got {out:g}")
     return out
 
 
@@ -134,7 +140,8 @@ def decode_cursor(cursor: Any, types: tuple[type, ...]) -> list[Any] | None:
         raise QueryError("cursor", "malformed cursor; pass next_cursor back unchanged") from None
     if (not isinstance(values, list) or len(values) != len(types)
             or not all(isinstance(v, t) and not isinstance(v, bool)
-                       for v, t in zip(values, types))):
+                       for v, t in zip(values, types, strict=True))
+            or any(isinstance(v, int) and not -_INT64_MAX - 1 <= v <= _INT64_MAX for v in values)):
         raise QueryError("cursor", "malformed cursor; pass next_cursor back unchanged")
     return values
 
@@ -161,7 +168,8 @@ def parse_trace_filters(filters: Mapping[str, Any] | None) -> dict[str, Any]:
         "until_ns": _int_param("until_ns", filters.get("until_ns")),
         "status": _choice_param("status", filters.get("status"), STATUSES),
         "span_type": _choice_param("span_type", filters.get("span_type"), SPAN_TYPES),
-        "min_duration_ms": _float_param("min_duration_ms", filters.get("min_duration_ms")),
+        "min_duration_ms": _float_param("min_duration_ms", filters.get("min_duration_ms"),
+                                        maximum=_INT64_MAX / 1_000_000),
     }
     for key in ("user_id", "session_id", "umo", "plugin", "model", "tool", "q"):
         out[key] = _text_param(key, filters.get(key))

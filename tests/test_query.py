@@ -206,6 +206,13 @@ async def test_sessions_and_users_totals(store, generated) -> None:
     assert alone["total"] == 1 and alone["users"] == [u3] and alone["next_cursor"] is None
 
 
+def _cursor(values: list) -> str:
+    import base64
+    import json
+
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+
+
 @pytest.mark.parametrize(("call", "param"), [
     (lambda s: s.list_traces(limit=0), "limit"),
     (lambda s: s.list_traces(limit="many"), "limit"),
@@ -221,6 +228,12 @@ async def test_sessions_and_users_totals(store, generated) -> None:
     (lambda s: s.stats("planet"), "group_by"),
     (lambda s: s.stats("tool", filters={"model": "x"}), "model"),
     (lambda s: s.sessions(cursor="W10"), "cursor"),
+    # past SQLite's 64-bit INTEGER: an error naming the parameter, never an OverflowError
+    (lambda s: s.list_traces({"since_ns": 2**63}), "since_ns"),
+    (lambda s: s.list_traces({"until_ns": "99999999999999999999999"}), "until_ns"),
+    (lambda s: s.list_traces({"min_duration_ms": 1e13}), "min_duration_ms"),
+    (lambda s: s.list_traces(cursor=_cursor([10**30, "z"])), "cursor"),
+    (lambda s: s.users(cursor=_cursor([10**30, "z"])), "cursor"),
 ])
 async def test_bad_parameters_raise_query_error_naming_the_parameter(store, call, param) -> None:
     with pytest.raises(QueryError) as info:
