@@ -94,8 +94,10 @@ async def test_download_json_and_otlp(host, client):
     otlp = await (await client.get(f"{V1}/traces/{tid}/download?format=otlp")).json()
     spans = otlp["resourceSpans"][0]["scopeSpans"][0]["spans"]
     assert {s["traceId"] for s in spans} == {tid}
-    llm = next(s for s in spans if s["name"] == "llm gpt-4o")
+    # the exporter's own mapping: GenAI span names ("chat gpt-4o") and attributes
+    llm = next(s for s in spans if s["name"] == "chat gpt-4o")
     attrs = {a["key"]: a["value"] for a in llm["attributes"]}
+    assert attrs["gen_ai.operation.name"] == {"stringValue": "chat"}
     assert attrs["gen_ai.request.model"] == {"stringValue": "gpt-4o"}
     assert attrs["gen_ai.usage.input_tokens"] == {"intValue": "120"}
 
