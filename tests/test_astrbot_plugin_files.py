@@ -163,3 +163,11 @@ def test_the_plugin_author_example_runs_with_and_without_botrace(without_botrace
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True)
     assert out.stdout.strip() == "Paris: sunny"
+
+
+def test_the_page_can_answer_a_proxys_host_name(tmp_path):
+    _, page = read_plugin_config({"page": {"allowed_hosts": ["bot.example.org"]}},
+                                 data_dir=str(tmp_path))
+    assert page.allowed_hosts == ("bot.example.org",)
+    with pytest.raises(PluginConfigError, match=r"page\.allowed_hosts: expected a list"):
+        read_plugin_config({"page": {"allowed_hosts": "bot.example.org"}}, data_dir=str(tmp_path))

@@ -164,7 +164,8 @@ class BotraceRuntime:
             host, port, token = page.host, page.port, page.token or None
         else:  # only for AstrBot's plugin page: a private port and token
             host, port, token = "127.0.0.1", 0, secrets.token_urlsafe(24)
-        app = create_app(self.tracer, self.store, token=token, title="botrace · AstrBot")
+        app = create_app(self.tracer, self.store, token=token, title="botrace · AstrBot",
+                         allowed_hosts=page.allowed_hosts or None)
         try:
             self._runner = await run_server(app, host, port, token=token)
         except OSError as exc:

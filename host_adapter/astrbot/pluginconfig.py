@@ -69,6 +69,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("page", "port", "int", 6196, "Port of the Trace page"),
     Option("page", "token", "string", "", "Token the Trace page asks for",
            "Needed for any address other than 127.0.0.1; empty: no login."),
+    Option("page", "allowed_hosts", "list", [], "Host names the page answers to, besides "
+           "127.0.0.1 and localhost",
+           "Without a token the page refuses requests addressed to any other name (a web page "
+           "you visit cannot reach it by DNS rebinding); list the name a reverse proxy passes."),
     Option("store", "retention_days", "int", 7, "Keep traces this many days",
            setting="trace_retention_days"),
     Option("store", "db_max_mb", "int", 512, "Largest size of the trace database (MB)",
@@ -126,6 +130,7 @@ class PageOptions:
     host: str = "127.0.0.1"
     port: int = 6196
     token: str = ""
+    allowed_hosts: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -200,6 +205,7 @@ def _page_options(page: Mapping[str, Any]) -> PageOptions:
     host = page.get("host") or "127.0.0.1"
     port = page.get("port", 6196)
     token = page.get("token") or ""
+    allowed = page.get("allowed_hosts") or []
     if not isinstance(enable, bool):
         raise PluginConfigError(f"botrace plugin setting page.enable: expected true or false, "
                                 f"got {enable!r}")
@@ -210,7 +216,11 @@ def _page_options(page: Mapping[str, Any]) -> PageOptions:
                                 f"0-65535, got {port!r}")
     if not isinstance(token, str):
         raise PluginConfigError(f"botrace plugin setting page.token: expected a string, got {token!r}")
+    if not isinstance(allowed, list) or not all(isinstance(h, str) and h for h in allowed):
+        raise PluginConfigError(f"botrace plugin setting page.allowed_hosts: expected a list of "
+                                f"host names, got {allowed!r}")
     if enable and not token and not is_loopback(host):
         raise PluginConfigError(f"botrace plugin setting page.host: {host} is reachable from "
                                 "other machines; set page.token too, or use 127.0.0.1")
-    return PageOptions(enable=enable, host=host, port=port, token=token)
+    return PageOptions(enable=enable, host=host, port=port, token=token,
+                       allowed_hosts=tuple(allowed))
