@@ -3,7 +3,11 @@
 Neither ever needs a check for whether tracing is on. Outside a trace (tracing
 off, or code running outside any message) ``span_record`` calls straight
 through and ``span_context`` hands out the shared :data:`~botrace.span.NULL_SPAN`;
-the function's own result and exceptions are never changed.
+the function's own result and exceptions are never changed. Inside one,
+recording never fails the call either: an argument or a result that cannot be
+read (its ``__iter__`` or ``items()`` raises, say) is recorded as
+``[unrecordable: TypeName]`` and counted, and the function runs and returns as
+it does untraced.
 
     from botrace import span_record, span_context
 
@@ -103,8 +107,12 @@ def span_record(name: Any = None, /, span_type: str = SpanType.CUSTOM, *,
     ``name`` defaults to the function's qualified name. ``record_input`` puts
     the arguments (without ``self``/``cls``) on the span, ``record_output``
     the return value (or the number of items yielded). Values are bounded and
-    redacted (see :mod:`botrace.limits`). The span belongs to ``plugin`` if
-    given, else to the plugin owning the function's module, else to its parent's.
+    redacted (see :mod:`botrace.limits`): objects botrace does not know show as
+    ``<TypeName>``, never through a ``__repr__`` that could be slow, and one that
+    cannot be read as ``[unrecordable: TypeName]``; the call itself is never
+    affected (``record_input=False`` keeps arguments off the span altogether).
+    The span belongs to ``plugin`` if given, else to the plugin owning the
+    function's module, else to its parent's.
     The wrapper keeps the function's name, docstring, signature and kind, so
     ``inspect.iscoroutinefunction`` and friends still answer as before.
     """

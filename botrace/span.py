@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
-import traceback
 from collections import deque
 from collections.abc import Mapping
 from random import getrandbits
@@ -20,12 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from botrace.context import current_span_var
 from botrace.limits import (
-    FLAT_TYPES,
-    SECRET_VALUE_PREFIXES,
+    INT_MAX,
+    INT_MIN,
+    SCAN_MIN,
     Limits,
-    make_safe,
-    make_safe_sized,
-    safe_repr,
+    describe_error,
+    make_safe_args,
+    mask_secrets,
+    may_hold_secret,
     secret_key_cache,
 )
 
@@ -67,7 +68,12 @@ TRACE_FIELDS = ("umo", "sender", "user_id", "session_id", "outline", "agent_type
 _OUTLINE_MAX = 500
 _MASK64 = (1 << 64) - 1
 _BUDGET_NOTE = "[dropped: trace byte budget exceeded]"
+#: Token counts a total can add up (SQLite holds signed 64-bit integers).
+_TOKEN_KEYS = ("input_tokens", "output_tokens", "cached_tokens")
+_MAX_COUNT = 1 << 63
 _known_key = secret_key_cache.get
+_type_name = type.__dict__["__name__"].__get__  # a class's name, without a metaclass's code
+_LLM_CALL = SpanType.LLM_CALL
 _set_current = current_span_var.set
 _reset_current = current_span_var.reset
 
@@ -87,13 +93,15 @@ class Trace:
 
     Budgets: at most ``limits.max_spans`` spans and about ``limits.max_trace_bytes``
     bytes of values; what goes over is dropped and counted (``dropped_spans``,
-    ``truncated``), never silently lost.
+    ``truncated``), never silently lost. ``unrecordable`` counts the values whose
+    own code raised while they were recorded (shown as ``[unrecordable: TypeName]``;
+    the tracer's health counts them too, under ``faults["unrecordable_value"]``).
     """
 
     __slots__ = ("_announced", "_append", "_bytes", "_dropped", "_flat_ok", "_id_base", "_max_bytes",
                  "_max_spans", "_max_string", "_queue", "_queue_max", "_seq",
                  "attributes", "end_ns", "limits", "name", "root", "spans", "start_ns", "trace_id",
-                 "tracer", "truncated")
+                 "tracer", "truncated", "unrecordable")
 
     def __init__(self, tracer: Tracer, name: str, attributes: Mapping[str, Any] | None,
                  limits: Limits, queue: deque, queue_max: int) -> None:
@@ -124,6 +132,7 @@ class Trace:
         self._dropped = 0
         self._bytes = 0
         self.truncated = False
+        self.unrecordable = 0
         self.spans: list[Span] = []
         self.attributes: dict[str, Any] = {}
         if attributes:
@@ -140,14 +149,15 @@ class Trace:
 
     def set_attributes(self, attributes: Mapping[str, Any] | None = None, /, **more: Any) -> None:
         """Add host message attributes (``umo``, ``sender``, ``user_id``, ...)."""
-        merged = {**(attributes or {}), **more}
-        safe, cut = make_safe(merged, self.limits)
+        safe, walk = make_safe_args(attributes, more, self.limits)
         outline = safe.get("outline")
         if isinstance(outline, str) and len(outline) > _OUTLINE_MAX:
             safe["outline"] = outline[:_OUTLINE_MAX] + "…"
         self.attributes.update(safe)
-        if cut:
+        if walk.truncated:
             self.truncated = True
+        if walk.failures:
+            _unrecordable(self, None, walk.failures, walk.failure)
 
     def _refuse_span(self, seq: int) -> None:
         """Count a span not recorded: the span budget is spent or the tracer's queue is full."""
@@ -227,7 +237,8 @@ _RUNNING, _OK = Status.RUNNING, Status.OK
 
 
 def _int(value: Any) -> int:
-    return value if type(value) is int else 0
+    """A token count as the store counts it (botrace.store.folding._tok)."""
+    return value if type(value) is int and 0 <= value < _MAX_COUNT else 0
 
 
 class Span:
@@ -312,60 +323,86 @@ class Span:
     def duration_ns(self) -> int | None:
         return None if self.end_ns is None else self.end_ns - self.start_ns
 
-    # The three setters repeat four lines rather than share a helper: they are
-    # on the host's path and a call costs more than the lines.
+    # The three setters repeat a few lines rather than share a helper: they are
+    # on the host's path and a call costs more than the lines. None of them
+    # raises into the caller, whatever it passes (see _admit).
     def set_input(self, mapping: Mapping[str, Any] | None = None, /, **values: Any) -> Span:
         """Record inputs (merged with earlier ones): ``span.set_input(url=url)``.
 
-        Ignored once the span has ended (sinks may be reading it).
+        Values are bounded and redacted on the way in (see :mod:`botrace.limits`);
+        one that cannot be read shows as ``[unrecordable: TypeName]``. Ignored
+        once the span has ended (sinks may be reading it).
         """
-        if mapping:
-            values = {**mapping, **values}
-        if values and self.end_ns is None:
+        if self.end_ns is None and (values or mapping is not None):
+            safe = _admit(self, mapping, values)
             current = self.input
             if current is None:
-                self.input = _admit(self, values)
+                self.input = safe
             else:
-                current.update(_admit(self, values))
+                current.update(safe)
         return self
 
     def set_output(self, mapping: Mapping[str, Any] | None = None, /, **values: Any) -> Span:
         """Record outputs (merged): ``span.set_output(status=200)``."""
-        if mapping:
-            values = {**mapping, **values}
-        if values and self.end_ns is None:
+        if self.end_ns is None and (values or mapping is not None):
+            safe = _admit(self, mapping, values)
             current = self.output
             if current is None:
-                self.output = _admit(self, values)
+                self.output = safe
             else:
-                current.update(_admit(self, values))
+                current.update(safe)
         return self
 
     def set_meta(self, mapping: Mapping[str, Any] | None = None, /, **values: Any) -> Span:
-        """Record attributes that are neither input nor output (model, cache hit, ...)."""
-        if mapping:
-            values = {**mapping, **values}
-        if values and self.end_ns is None:
+        """Record attributes that are neither input nor output (model, cache hit, ...).
+
+        On an ``llm_call`` span, token counts are checked as by :meth:`set_usage`.
+        """
+        if self.end_ns is None and (values or mapping is not None):
+            safe = _admit(self, mapping, values)
+            if self.span_type == _LLM_CALL:
+                _check_usage(self, safe)
             current = self.meta
             if current is None:
-                self.meta = _admit(self, values)
+                self.meta = safe
             else:
-                current.update(_admit(self, values))
+                current.update(safe)
         return self
 
     def set_usage(self, input_tokens: int | None = None, output_tokens: int | None = None,
                   cached_tokens: int | None = None, **more: Any) -> Span:
-        """Token usage of an ``llm_call`` span; totals on the trace add these up."""
+        """Token usage of an ``llm_call`` span; totals on the trace add these up.
+
+        A count must be an int from 0 to 2**63 - 1. Anything else (negative, larger,
+        a float, a string) is not counted, and not dropped quietly either: it is
+        kept in ``meta["usage_rejected"]`` and the span is marked ``truncated``::
+
+            span.set_usage(input_tokens=812, output_tokens=-1)
+            # meta: {"input_tokens": 812, "usage_rejected": {"output_tokens": -1}}
+        """
         usage = {k: v for k, v in (("input_tokens", input_tokens), ("output_tokens", output_tokens),
                                    ("cached_tokens", cached_tokens)) if v is not None}
         usage.update(more)
-        return self.set_meta(usage)
+        if usage and self.end_ns is None:
+            safe = _admit(self, None, usage)
+            _check_usage(self, safe)
+            current = self.meta
+            if current is None:
+                self.meta = safe
+            else:
+                current.update(safe)
+        return self
 
     def add_event(self, name: str, **attributes: Any) -> Span:
-        """A timestamped point in the span's life (a retry, a cache miss, a first token)."""
+        """A timestamped point in the span's life (a retry, a cache miss, a first token).
+
+        The name and the attributes are made safe as values are (bounded, redacted).
+        """
         if self.end_ns is None:
-            event = {"name": str(name), "time_ns": time_ns(),
-                     "attributes": _admit(self, attributes) if attributes else {}}
+            record = _admit(self, None, {"name": name, **attributes})
+            name = record.pop("name", "")
+            event = {"name": name if type(name) is str else str(name), "time_ns": time_ns(),
+                     "attributes": record}
             if self.events is None:
                 self.events = [event]
             elif len(self.events) < self.trace.limits.max_items:
@@ -375,10 +412,14 @@ class Span:
         return self
 
     def set_error(self, error: BaseException | str) -> Span:
-        """Mark the span failed with an exception (type, message, bounded traceback) or a message."""
+        """Mark the span failed with an exception (type, message, bounded traceback) or a message.
+
+        The message and the traceback are redacted as values are: ``password=hunter2``
+        in a message shows as ``password=[redacted]``.
+        """
         if self.end_ns is None:
             self.status = Status.ERROR
-            self.error = _describe_error(error, self.trace.limits)
+            self.error = _describe_error(self, error)
         return self
 
     # -- ending ---------------------------------------------------------------
@@ -402,15 +443,18 @@ class Span:
         """Set status and error from an exception escaping the span (ignored once ended)."""
         if self.end_ns is not None:
             return
-        if isinstance(exc, asyncio.CancelledError):
+        # By the exception's type: isinstance() would also ask the object's own
+        # __class__, which an exception class may make a property that raises.
+        kind = type(exc)
+        if issubclass(kind, asyncio.CancelledError):
             self.status = Status.CANCELLED
-        elif isinstance(exc, GeneratorExit):
+        elif issubclass(kind, GeneratorExit):
             if self.status == Status.RUNNING:
                 self.status = Status.OK
             self.set_meta(closed_early=True)
-        elif isinstance(exc, BaseException):
+        elif issubclass(kind, BaseException):
             self.status = Status.ERROR
-            self.error = _describe_error(exc, self.trace.limits)
+            self.error = _describe_error(self, exc)
 
     def __enter__(self) -> Span:
         self._token = _set_current(self)
@@ -474,46 +518,102 @@ class Span:
         return f"<Span {self.name!r} {self.span_type} {self.status} id={self.span_id}>"
 
 
-def _admit(span: Span, values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` (a dict the caller owns) made safe and charged to the trace's byte budget.
+def _admit(span: Span, mapping: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """A setter's arguments made safe and charged to the trace's byte budget.
+
+    This is where a plugin's values enter a span, and the boundary that keeps
+    tracing from failing the plugin: nothing raises out of here. Within the walk
+    a value whose own code raises becomes ``[unrecordable: TypeName]`` and its
+    siblings are kept (``botrace.limits._Walker.guarded``); the ``except`` below
+    is the last line, for what could still raise around the walk (a mapping's
+    keys hashing or comparing oddly).
 
     The common case, a few short strings and numbers under keys already known
-    not to be secrets, is checked in one flat loop and ``values`` is kept as
-    it is; anything else goes through :func:`~botrace.limits.make_safe_sized`.
+    not to be secrets, is checked in one flat loop and the dict is kept as it
+    is (``values``, the caller's ``**kwargs``, or a copy of ``mapping``);
+    anything else goes through :func:`~botrace.limits.make_safe_args`.
     """
     trace = span.trace
-    size = 24 * len(values)
-    if trace._flat_ok:
-        known = _known_key
-        max_string = trace._max_string
-        for key, value in values.items():
-            if known(key) is not False:  # unknown, secret, or not a string key
-                break
-            kind = type(value)
-            if kind is str:
-                n = len(value)
-                if n > max_string or (n > 10 and value[:2] in SECRET_VALUE_PREFIXES):
+    try:
+        if mapping is not None:
+            if type(mapping) is not dict:
+                return _admit_walked(span, mapping, values)
+            values = {**mapping, **values} if values else mapping.copy()
+        size = 24 * len(values)
+        if trace._flat_ok:
+            known = _known_key
+            max_string = trace._max_string
+            for key, value in values.items():
+                if known(key) is not False:  # unknown, secret, or not a string key
                     break
-                size += n
-            elif kind is float:
-                if value - value != 0.0:  # NaN and infinities are not JSON
+                kind = type(value)
+                if kind is str:
+                    n = len(value)
+                    if n > max_string or (n >= SCAN_MIN and may_hold_secret(value)
+                                          and mask_secrets(value) is not value):
+                        break
+                    size += n
+                elif kind is int:
+                    if not INT_MIN <= value <= INT_MAX:
+                        break
+                elif kind is float:
+                    if value - value != 0.0:  # NaN and infinities are not JSON
+                        break
+                elif kind is not bool and value is not None:
                     break
-            elif kind not in FLAT_TYPES:
-                break
-        else:
-            total = trace._bytes + size
-            if total <= trace._max_bytes:
-                trace._bytes = total
-                return values
-            return _over_budget(span, values)
-    safe, cut, size = make_safe_sized(values, trace.limits)
-    if cut:
+            else:
+                total = trace._bytes + size
+                if total <= trace._max_bytes:
+                    trace._bytes = total
+                    return values
+                return _over_budget(span, values)
+        return _admit_walked(span, None, values)
+    except Exception as exc:
+        _unrecordable(trace, span, 1, exc)
+        return {"value": f"[unrecordable: {_type_name(type(mapping if mapping is not None else values))}]"}
+
+
+def _admit_walked(span: Span, mapping: Any, values: dict[str, Any]) -> dict[str, Any]:
+    trace = span.trace
+    safe, walk = make_safe_args(mapping, values, trace.limits)
+    if walk.truncated:
         span.truncated = trace.truncated = True
-    total = trace._bytes + size
+    if walk.failures:
+        _unrecordable(trace, span, walk.failures, walk.failure)
+    total = trace._bytes + walk.size
     if total > trace._max_bytes:
         return _over_budget(span, safe)
     trace._bytes = total
     return safe
+
+
+def _unrecordable(trace: Trace, span: Span | None, failures: int, error: BaseException | None) -> None:
+    """Count values that could not be recorded: on the trace (``unrecordable``, ``truncated``),
+    the span (``truncated``) and the tracer's health (``faults["unrecordable_value"]``,
+    logged at most every 10 s with the first error's traceback)."""
+    trace.unrecordable += failures
+    trace.truncated = True
+    if span is not None:
+        span.truncated = True
+    trace.tracer._dispatcher.faults(
+        "unrecordable_value", "botrace: %d value(s) on span %r could not be recorded (%s); "
+        "they show as [unrecordable: TypeName]", failures, trace.name if span is None else span.name,
+        _type_name(type(error)), exc_info=error)
+
+
+def _check_usage(span: Span, meta: dict[str, Any]) -> None:
+    """Keep the token counts a total can add up; move the others to ``usage_rejected``."""
+    rejected = None
+    for key in _TOKEN_KEYS:
+        value = meta.get(key)
+        if value is None or value is _BUDGET_NOTE or (type(value) is int and 0 <= value < _MAX_COUNT):
+            continue
+        if rejected is None:
+            rejected = {}
+        rejected[key] = meta.pop(key)
+    if rejected is not None:
+        meta["usage_rejected"] = rejected
+        span.truncated = span.trace.truncated = True
 
 
 def _over_budget(span: Span, values: dict[str, Any]) -> dict[str, Any]:
@@ -548,26 +648,11 @@ def _restore_elsewhere(token: Any) -> None:
     current_span_var.set(None if old is token.MISSING else old)
 
 
-def _describe_error(error: BaseException | str, limits: Limits) -> dict[str, str]:
-    if isinstance(error, BaseException):
-        message = safe_repr(error, limits.max_string) if not _has_str(error) else _safe_str(error)
-        frames = traceback.extract_tb(error.__traceback__)[-limits.max_traceback_frames:]
-        text = "".join(traceback.format_list(frames))
-        if len(text) > limits.max_string * 2:
-            text = "…" + text[-limits.max_string * 2:]
-        return {"type": type(error).__name__, "message": message[: limits.max_string], "traceback": text}
-    return {"type": "Error", "message": str(error)[: limits.max_string], "traceback": ""}
-
-
-def _has_str(error: BaseException) -> bool:
-    return type(error).__str__ is not object.__str__
-
-
-def _safe_str(error: BaseException) -> str:
-    try:
-        return str(error)
-    except BaseException:
-        return safe_repr(error, 256)
+def _describe_error(span: Span, error: Any) -> dict[str, str]:
+    described, walk = describe_error(error, span.trace.limits)
+    if walk.failures:
+        _unrecordable(span.trace, span, walk.failures, walk.failure)
+    return described
 
 
 class NullSpan:

@@ -157,3 +157,70 @@ def test_disabled_tracer_starts_no_trace():
     t = Tracer({"trace_enable": False}, load_entrypoints=False)
     assert t.start_trace("message") is NULL_SPAN
     assert t.hook.botrace_trace_message(event=None, name=None, attributes=None) is NULL_SPAN
+
+
+# -- token counts (issue 17, item 5) -----------------------------------------------
+
+def test_token_counts_out_of_range_are_rejected_visibly(tracer):
+    with tracer.start_trace("message") as root, span_context("llm", SpanType.LLM_CALL) as s:
+        s.set_usage(input_tokens=2**70, output_tokens=64, cached_tokens=-1)
+    assert s.meta == {"output_tokens": 64,
+                      "usage_rejected": {"input_tokens": "1180591620717411303424", "cached_tokens": -1}}
+    assert s.truncated and root.trace.truncated
+    summary = root.trace.to_dict()
+    assert (summary["input_tokens"], summary["output_tokens"], summary["cached_tokens"]) == (0, 64, 0)
+
+
+@pytest.mark.parametrize("bad", [-5, 2**63, 1.5, "12", True, [1]])
+def test_a_token_count_must_be_an_int_from_0_to_2_63(tracer, bad):
+    with tracer.start_trace("message"), span_context("llm", SpanType.LLM_CALL) as s:
+        s.set_usage(input_tokens=bad)
+    assert "input_tokens" not in s.meta and list(s.meta["usage_rejected"]) == ["input_tokens"]
+    assert s.truncated
+
+
+def test_token_counts_given_as_meta_on_an_llm_call_are_checked_too(tracer):
+    with tracer.start_trace("message"):
+        with span_context("llm", SpanType.LLM_CALL) as llm:
+            llm.set_meta({"input_tokens": -3, "output_tokens": 2**63 - 1, "model": "m"})
+        with span_context("tool", SpanType.TOOL_CALL) as tool:
+            tool.set_meta(input_tokens=-3)  # not an LLM call: not counted anywhere, kept as given
+    assert llm.meta == {"output_tokens": 2**63 - 1, "model": "m", "usage_rejected": {"input_tokens": -3}}
+    assert llm.truncated and tool.meta == {"input_tokens": -3} and not tool.truncated
+
+
+def test_valid_usage_is_kept_as_given(tracer):
+    with tracer.start_trace("message"), span_context("llm", SpanType.LLM_CALL) as s:
+        s.set_usage(input_tokens=0, output_tokens=2**63 - 1, cached_tokens=None, cache_hit=False)
+    assert s.meta == {"input_tokens": 0, "output_tokens": 2**63 - 1, "cache_hit": False}
+    assert not s.truncated
+
+
+# -- errors and events are redacted as values are (issue 17, item 8) ---------------
+
+def test_error_messages_and_tracebacks_are_redacted(tracer):
+    def login(user):
+        raise PermissionError(f"login failed for {user} with password=hunter2 api_key=sk-abcdefghijklmnopqrst")
+
+    with pytest.raises(PermissionError), tracer.start_trace("message"), span_context("x") as s:
+        s.set_input(text="login failed for bob with password=hunter2")
+        login("bob")
+    assert s.input == {"text": "login failed for bob with password=[redacted]"}
+    assert s.error["message"] == "login failed for bob with password=[redacted] api_key=[redacted]"
+    assert "raise PermissionError" in s.error["traceback"]
+    assert "hunter2" not in s.error["traceback"] and "sk-abc" not in s.error["traceback"]
+
+
+def test_set_error_with_a_message_is_redacted(tracer):
+    with tracer.start_trace("message"), span_context("x") as s:
+        s.set_error("upstream said: Authorization: Bearer abcdefghijklmnop rejected")
+    assert s.error == {"type": "Error", "message": "upstream said: Authorization: Bearer [redacted] rejected",
+                       "traceback": ""}
+
+
+def test_event_names_and_attributes_are_redacted(tracer):
+    with tracer.start_trace("message"), span_context("x") as s:
+        s.add_event("retry with token=abc123", url="https://api.example.com/?api_key=abc123", api_key="k")
+    event = s.events[0]
+    assert event["name"] == "retry with token=[redacted]"
+    assert event["attributes"] == {"url": "https://api.example.com/?api_key=[redacted]", "api_key": "[redacted]"}
