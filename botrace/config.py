@@ -56,6 +56,9 @@ class Settings:
     trace_max_items: int = 200
     trace_max_traceback_frames: int = 30
     trace_redact: bool = True
+    #: Show objects of types botrace does not know by their bounded ``repr`` (off: their
+    #: ``<TypeName>``; a ``__repr__`` then never runs on the host's path).
+    trace_repr_objects: bool = False
     #: Extra key fragments to redact, on top of the built-in secret names.
     trace_redact_keys: tuple[str, ...] = ()
 
@@ -141,6 +144,7 @@ class Settings:
             max_trace_bytes=self.trace_max_bytes,
             max_traceback_frames=self.trace_max_traceback_frames,
             redact=self.trace_redact,
+            repr_objects=self.trace_repr_objects,
             extra_redact_keys=tuple(self.trace_redact_keys),
         ))
 

@@ -125,3 +125,9 @@ def test_issue17_20_capturing_message_content_is_an_opt_in_setting():
     with pytest.raises(SettingsError) as caught:
         Settings.from_mapping({"trace_otlp_capture_content": "sometimes"})
     assert "trace_otlp_capture_content" in str(caught.value)
+
+
+def test_repr_objects_is_a_setting_that_reaches_the_limits():
+    assert Settings().limits.repr_objects is False
+    on = Settings.from_mapping({"trace_repr_objects": "yes"})
+    assert on.trace_repr_objects is True and on.limits.repr_objects is True
