@@ -23,6 +23,7 @@ import asyncio
 import inspect
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -224,34 +225,78 @@ class Tracer:
         """:meth:`flush` without blocking the event loop."""
         return await asyncio.to_thread(self._dispatcher.flush, timeout)
 
-    async def aclose(self) -> None:
-        """Dispatch what is queued, stop the thread, then ``botrace_shutdown`` (awaited)."""
-        await asyncio.to_thread(self._dispatcher.stop)
+    async def aclose(self, timeout: float = 10.0) -> None:
+        """Dispatch what is queued, stop the thread, then ``botrace_shutdown`` (awaited),
+        all within ``timeout`` seconds plus a few ms.
+
+        The dispatcher gets at most half of it: a sink still busy with the queue then
+        is given up on, and what it did not take is counted per sink
+        (``sink_undelivered`` in :meth:`health`). The sinks' shutdowns (the store
+        writing what it holds, exporters posting their last batch) run together in the
+        rest; one not done by then is left running and counted in ``faults``
+        (``<sink>.shutdown_timeout``).
+        """
+        deadline = time.monotonic() + timeout
+        await asyncio.to_thread(self._dispatcher.stop, timeout / 2)
         self._started = False
-        await _await_all(self._call_sinks("botrace_shutdown"), self._dispatcher.faults, "shutdown")
+        await self._shutdown_sinks(max(0.0, deadline - time.monotonic()))
         uninstall(self)
 
-    def close(self) -> None:
+    def close(self, timeout: float = 10.0) -> None:
         """Synchronous :meth:`aclose` for scripts and tests without a running event loop.
 
-        Awaitables returned by ``botrace_shutdown`` are run to completion on a
-        private loop; called from inside a running loop, use :meth:`aclose`.
+        Awaitables returned by ``botrace_shutdown`` are run on a private loop, within
+        the same bounds; called from inside a running loop, use :meth:`aclose`.
         """
-        self._dispatcher.stop()
+        deadline = time.monotonic() + timeout
+        self._dispatcher.stop(timeout / 2)
         self._started = False
-        pending = self._call_sinks("botrace_shutdown")
-        if pending:
-            try:
-                asyncio.get_running_loop()
-            except RuntimeError:
-                asyncio.run(_await_all(pending, self._dispatcher.faults, "shutdown"))
-            else:
-                for awaitable in pending:
-                    if inspect.iscoroutine(awaitable):
-                        awaitable.close()
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            asyncio.run(self._shutdown_sinks(max(0.0, deadline - time.monotonic())))
+        else:
+            pending = self._shutdown_calls()
+            for _, awaitable in pending:
+                if inspect.iscoroutine(awaitable):
+                    awaitable.close()
+            if pending:
                 self._dispatcher.faults("close_in_loop", "botrace: Tracer.close() called inside "
                                         "a running loop; use 'await tracer.aclose()' to shut sinks down")
         uninstall(self)
+
+    def _shutdown_calls(self) -> list[tuple[str, Any]]:
+        """Call every sink's ``botrace_shutdown`` (isolated); the awaitables returned."""
+        out = []
+        faults = self._dispatcher.faults
+        kwargs = {"tracer": self}
+        for impl in self.pm.hook.botrace_shutdown.get_hookimpls():
+            try:
+                result = impl.function(*[kwargs[name] for name in impl.argnames])
+            except Exception:
+                faults(f"{impl.plugin_name}.botrace_shutdown",
+                       "botrace: sink %s failed in botrace_shutdown", impl.plugin_name,
+                       exc_info=True)
+                continue
+            if inspect.isawaitable(result):
+                out.append((impl.plugin_name, result))
+        return out
+
+    async def _shutdown_sinks(self, timeout: float) -> None:
+        """Run the sinks' shutdowns together, for at most ``timeout`` seconds."""
+        pending = self._shutdown_calls()
+        if not pending:
+            return
+        faults = self._dispatcher.faults
+        tasks = {asyncio.ensure_future(awaitable): name for name, awaitable in pending}
+        done, late = await asyncio.wait(tasks, timeout=timeout)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                faults("shutdown", "botrace: sink %s failed in botrace_shutdown", tasks[task],
+                       exc_info=task.exception())
+        for task in late:  # (left running: it may still finish while the loop runs)
+            faults(f"{tasks[task]}.shutdown_timeout", "botrace: sink %s did not shut down in "
+                   "%.1f s", tasks[task], timeout)
 
     def health(self) -> dict[str, Any]:
         """Queue depth, drops, sink errors, and every sink's ``botrace_health`` report."""
