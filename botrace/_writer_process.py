@@ -49,7 +49,7 @@ def tune_sqlite() -> bool:
 
 def main(argv: list[str]) -> int:
     tuned = tune_sqlite()
-    from botrace.store.writer import main as serve
+    from botrace.store.serve import main as serve
 
     return serve(argv, sqlite_tuned=tuned)
 

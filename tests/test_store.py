@@ -116,7 +116,7 @@ async def test_spans_still_running_are_stored_running_then_replaced(db: Path, wr
     doc = await store.get_trace(root.trace_id)
     assert [(s["name"], s["status"]) for s in doc["spans"]] == [
         ("message", "ok"), ("Process", "ok"), ("first", "ok"), ("second", "ok")]
-    assert store._open == {}
+    assert store._intake.open == {}
     assert store.dropped == 0
     await tracer.aclose()
 
@@ -140,7 +140,7 @@ CRASH_SCRIPT = textwrap.dedent("""
         for span in done:
             store.botrace_span_finished(span=span)
         await store.flush()
-        print(trace.trace_id, len(done), len(trace.spans), store._proc.pid, flush=True)
+        print(trace.trace_id, len(done), len(trace.spans), store.writer_pid, flush=True)
         os._exit(1)   # killed mid-message: no close, no trace_finished
 
     asyncio.run(main())

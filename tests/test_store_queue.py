@@ -91,7 +91,7 @@ def test_the_span_hook_allocates_nothing_the_garbage_collector_tracks(tmp_path: 
 def test_a_spilled_span_is_written_as_its_record(tmp_path: Path) -> None:
     """Spill files hold records (the writer process folds them): a span overflowing the
     queue is turned into its record before it is pickled."""
-    from botrace.store.writer import read_spill
+    from botrace.store.spill import read_spill
 
     spans = finished_spans()
     store = TraceStore(tmp_path / "s.db", queue_max=3, block_timeout=0.0)
@@ -99,7 +99,7 @@ def test_a_spilled_span_is_written_as_its_record(tmp_path: Path) -> None:
     for span in spans:
         store.botrace_span_finished(span=span)
     assert store.spilled == len(spans) - 2 and store.dropped == 0
-    store._spill_file.close()
+    store._intake.spill_file.close()
     assert read_spill(store._spill_path) == [span_record(s) for s in spans[2:]]
     assert store._buf == [("P", "weather", "Weather", "third_party", "1.0"), *spans[:2]]
 

@@ -28,22 +28,22 @@ def test_commit_interval_doubles_while_busy_and_halves_when_idle(tmp_path: Path)
     seen = []
     for _ in range(6):  # busy 0.3 s of every second
         now += 1.0
-        w._pace(0.3, now)
+        w.pace(0.3, now)
         seen.append(w.interval)
     assert seen == [0.2, 0.4, 0.8, 1.0, 1.0, 1.0]
     now += 1.0
-    w._pace(0.2, now)  # between a tenth and a quarter: stays
+    w.pace(0.2, now)  # between a tenth and a quarter: stays
     assert w.interval == 1.0
     seen = []
     for _ in range(6):  # idle most of the time
         now += 1.0
-        w._pace(0.05, now)
+        w.pace(0.05, now)
         seen.append(w.interval)
     assert seen == [0.5, 0.25, 0.125, 0.1, 0.1, 0.1]
     # less than a second since the last look: only added up
-    w._pace(0.9, now + 0.5)
+    w.pace(0.9, now + 0.5)
     assert w.interval == 0.1
-    w._pace(0.0, now + 1.0)
+    w.pace(0.0, now + 1.0)
     assert w.interval == 0.2
 
 
@@ -76,7 +76,7 @@ def test_busy_writer_gathers_a_steady_stream_and_a_pause_ends_the_gathering(
         return write(payload, flush_rollup)
 
     w.write = counting_write
-    w._pace = lambda busy, now: None  # keep the interval where the test put it
+    w.pace = lambda busy, now: None  # keep the interval where the test put it
     thread = threading.Thread(target=w.run, args=(recv,), daemon=True)
     thread.start()
     try:
@@ -140,7 +140,7 @@ def test_writer_process_runs_sqlite_without_memory_statistics() -> None:
 @needs_shared_sqlite
 async def test_the_store_starts_its_writer_process_with_sqlite_tuned(tmp_path: Path) -> None:
     async with TraceStore(tmp_path / "t.db", writer="process") as store:
-        assert store._wstats["sqlite_tuned"] is True
+        assert store._supervisor.stats["sqlite_tuned"] is True
         for trace in synthetic_traces(20, spans=5, seed=3):
             feed(store, trace)
         await store.flush()
@@ -155,8 +155,8 @@ async def test_the_writer_process_collector_does_not_walk_every_batch(tmp_path: 
         for trace in synthetic_traces(2_000, spans=20, seed=4):
             feed(store, trace)
         assert await store.flush(timeout=60)
-        assert store._wstats["written"] >= 40_000
-        passes = store._wstats["gc_collections"]
+        assert store._supervisor.stats["written"] >= 40_000
+        passes = store._supervisor.stats["gc_collections"]
     assert passes is not None and passes < 5, passes
     assert sqlite3.connect(tmp_path / "g.db").execute(
         "SELECT count(*) FROM spans").fetchone()[0] == 40_000
@@ -170,5 +170,5 @@ async def test_a_writer_thread_leaves_the_host_collector_alone(tmp_path: Path) -
         for trace in synthetic_traces(20, spans=5, seed=3):
             feed(store, trace)
         assert await store.flush()
-        assert store._wstats["gc_collections"] is None  # not the writer's to report
+        assert store._supervisor.stats["gc_collections"] is None  # not the writer's to report
     assert gc.get_threshold() == before

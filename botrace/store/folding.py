@@ -42,14 +42,16 @@ _LOG_BASE = math.log(DUR_BUCKET_BASE)
 _MAX_PARENTS = 500_000  # unfinished parents remembered (spans that never end: oldest go)
 
 # A trace's totals, a list (cheap to pickle and to add up):
-SPANS, LLM, TOOL_CALLS, ERRORS, INPUT, OUTPUT, CACHED, COST, TYPES, PLUGINS, MODELS, TOOLS = (
-    range(12))
+(SPANS, LLM, TOOL_CALLS, ERRORS, INPUT, OUTPUT, CACHED, COST, TYPES, PLUGINS, MODELS, TOOLS,
+ DROPPED) = range(13)
 
 
 def new_totals() -> list:
     """``[spans, llm_calls, tool_calls, errors, input_tokens, output_tokens, cached_tokens,
-    cost_usd, {span_type}, {plugin}, {model}, {tool}]`` (the sets as dicts: first seen first)."""
-    return [0, 0, 0, 0, 0, 0, 0, 0.0, {}, {}, {}, {}]
+    cost_usd, {span_type}, {plugin}, {model}, {tool}, dropped]`` (the sets as dicts: first
+    seen first; ``dropped``: spans of the trace the store could not encode, added to the
+    trace's ``dropped_spans``)."""
+    return [0, 0, 0, 0, 0, 0, 0, 0.0, {}, {}, {}, {}, 0]
 
 
 def merge_totals(into: list, part: list) -> None:
@@ -65,6 +67,7 @@ def merge_totals(into: list, part: list) -> None:
     into[PLUGINS].update(part[PLUGINS])
     into[MODELS].update(part[MODELS])
     into[TOOLS].update(part[TOOLS])
+    into[DROPPED] += part[DROPPED]
 
 
 def entry_totals(entries: list[list]) -> list:
@@ -201,16 +204,17 @@ class SpanFolder:
                 data["error"] = err
             if trunc:
                 data["truncated"] = True
-            try:
-                text = encode(data) if data else None
-            except Exception as exc:  # a value JSON cannot hold: count it, go on
-                lost += 1
-                error = exc
-                continue
             slot = slots.get(tid)
             if slot is None:
                 slot = slots[tid] = (new_totals(), [], tstart)
             part = slot[0]
+            try:
+                text = encode(data) if data else None
+            except Exception as exc:  # a value JSON cannot hold: count it (on its trace too)
+                lost += 1
+                part[DROPPED] += 1
+                error = exc
+                continue
             tin = tout = tc = 0
             cost = 0.0
             if stype == "llm_call":
@@ -287,11 +291,14 @@ class SpanFolder:
         for tid, (part, entries, tstart) in slots.items():
             parts[tid] = part
             n = len(entries)
+            if not n:  # every span of it in this batch was dropped (counted in its part)
+                continue
             try:
                 text = encode_chunk(entries)
             except Exception:  # a name JSON cannot hold: leave out that span only
                 text, bad, error = _encode_each(entries)
                 lost += bad  # (its trace's totals and the statistics still count it)
+                part[DROPPED] += bad
                 n -= bad
                 if not text:
                     continue
