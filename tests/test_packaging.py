@@ -38,3 +38,16 @@ def test_the_installed_names_import(tmp_path, monkeypatch):
     assert Path(botrace_webui.__file__).parent == ROOT / "webui"
     assert botrace_host_adapter.commands.botrace_register_commands
     assert botrace_plugins_example.weather.main.__name__ == "botrace_plugins_example.weather.main"
+
+
+def test_nothing_shipped_points_at_files_outside_the_project():
+    """Docs and code speak in the project's own words: no reference to notes a user of the
+    package does not have (a ``shared`` folder beside the checkout)."""
+    outside = "../" + "shared"  # (spelt in two parts, so this file does not match itself)
+    shipped = [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]
+    for folder in ("botrace", "webui", "host_adapter", "plugins_example"):
+        shipped += [p for p in (ROOT / folder).rglob("*")
+                    if p.suffix in {".py", ".md", ".js", ".html", ".css", ".json", ".yaml", ".txt"}]
+    pointing = [str(p.relative_to(ROOT)) for p in shipped
+                if outside in p.read_text(encoding="utf-8", errors="replace")]
+    assert pointing == []
