@@ -96,6 +96,16 @@ class Settings:
     trace_export_batch_size: int = 512
     trace_export_queue_size: int = 20_000
 
+    # -- tail-based sampling (botrace.sampling), decided when a trace's root ends --
+    #: Share of the other traces kept (0..1). 1.0 keeps every trace and holds nothing back.
+    trace_sample_rate: float = 1.0
+    #: Always keep a trace that took at least this long (ms); 0: no such rule.
+    trace_keep_slower_than_ms: int = 0
+    #: Always keep the traces of these users (the trace's ``user_id``).
+    trace_sample_keep_users: tuple[str, ...] = ()
+    #: Always keep the traces of these sessions (the trace's ``session_id`` or ``umo``).
+    trace_sample_keep_sessions: tuple[str, ...] = ()
+
     #: Model name -> {"input": $, "cached_input": $, "output": $} per million tokens.
     trace_price_table: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
@@ -130,6 +140,8 @@ class Settings:
         """JSON-ready view; header values that may hold credentials are masked."""
         out = {name: getattr(self, name) for name in sorted(_setting_names())}
         out["trace_redact_keys"] = list(self.trace_redact_keys)
+        out["trace_sample_keep_users"] = list(self.trace_sample_keep_users)
+        out["trace_sample_keep_sessions"] = list(self.trace_sample_keep_sessions)
         out["trace_otlp_headers"] = {k: "***" for k in self.trace_otlp_headers}
         out["trace_price_table"] = {k: dict(v) for k, v in self.trace_price_table.items()}
         return out
@@ -198,6 +210,29 @@ def _as_str_tuple(key: str, value: Any) -> tuple[str, ...]:
     return tuple(v.lower() for v in value)
 
 
+def _as_ids(key: str, value: Any) -> tuple[str, ...]:
+    """A list of ids (users, sessions): kept as written, case included; a string is split at commas."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise SettingsError(key, value, "a list of strings")
+    return tuple(v for v in (v.strip() for v in value) if v)
+
+
+def _as_fraction(key: str, value: Any) -> float:
+    expected = "a number from 0 to 1"
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise SettingsError(key, value, expected) from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        raise SettingsError(key, value, expected)  # (NaN fails the range test too)
+    return float(value)
+
+
 def _as_headers(key: str, value: Any) -> Mapping[str, str]:
     if not isinstance(value, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
@@ -242,6 +277,10 @@ def _validated(values: Mapping[str, Any]) -> dict[str, Any]:
             out[key] = _as_int(key, value, _MINIMUMS.get(key, 0))
         elif kind == "str":
             out[key] = _as_str(key, value)
+        elif kind == "float":
+            out[key] = _as_fraction(key, value)
+        elif key in ("trace_sample_keep_users", "trace_sample_keep_sessions"):
+            out[key] = _as_ids(key, value)
         elif key == "trace_redact_keys":
             out[key] = _as_str_tuple(key, value)
         elif key == "trace_otlp_headers":

@@ -35,6 +35,7 @@ from botrace.config import Settings
 from botrace.dispatch import Dispatcher, call_isolated
 from botrace.hookspecs import hookimpl
 from botrace.record import span_context
+from botrace.sampling import HeldTrace, SampleRule, SamplingStats
 from botrace.span import NULL_SPAN, NullSpan, Span, SpanType, Trace
 
 __all__ = ["Tracer", "get_tracer", "install", "uninstall"]
@@ -81,6 +82,9 @@ class Tracer:
         self._dispatcher = Dispatcher(self.pm, settings.trace_queue_size,
                                       settings.trace_dispatch_interval_ms / 1000)
         self.traces_started = 0
+        # Tail-based sampling (botrace.sampling): None at rate 1, when nothing is held.
+        self._sample_rule = SampleRule.from_settings(settings)
+        self._sampling = SamplingStats()
         self._started = False
         self.register(_CoreSpans(self), name=_CORE)
         if load_entrypoints:
@@ -170,6 +174,7 @@ class Tracer:
         self._enabled = settings.trace_enable
         self._dispatcher.max_events = settings.trace_queue_size
         self._dispatcher.interval_s = settings.trace_dispatch_interval_ms / 1000
+        self._sample_rule = SampleRule.from_settings(settings)
 
     # -- traces ---------------------------------------------------------------------
 
@@ -179,6 +184,8 @@ class Tracer:
 
         Hosts normally go through ``hook.botrace_trace_message``; tests and
         scripts may call this directly. ``force`` traces even when disabled.
+        Under a sampling rule (``trace_sample_rate`` below 1) the trace's events wait
+        on it until the root ends (:mod:`botrace.sampling`).
         """
         if not (self._enabled or force):
             return NULL_SPAN
@@ -189,8 +196,12 @@ class Tracer:
         if len(dispatcher.queue) >= dispatcher.max_events:
             self._queue_full()
             return NULL_SPAN
-        return Trace(self, name, attributes, self._settings.limits, dispatcher.queue,
-                     dispatcher.max_events).root
+        if self._sample_rule is None:
+            return Trace(self, name, attributes, self._settings.limits, dispatcher.queue,
+                         dispatcher.max_events).root
+        self._sampling.held += 1
+        return HeldTrace(self, name, attributes, self._settings.limits, dispatcher.queue,
+                         dispatcher.max_events).root
 
     def span(self, name: str, span_type: str = SpanType.CUSTOM, *,
              plugin: PluginRef | str | None = None, module: str | None = None) -> Span | NullSpan:
@@ -305,6 +316,7 @@ class Tracer:
             "enabled": self._enabled,
             "traces_started": self.traces_started,
             **self._dispatcher.health(),
+            "sampling": self._sampling.health(self._sample_rule),
             "faults": dict(self._dispatcher.faults.counts),
             "sinks": [dict(s) for s in sinks],
         }
