@@ -8,11 +8,12 @@ point take the child that ended last at or before that point, descend into it
 (its own end is the new point), and when it has no more children continue in
 the parent from that child's start. Time that no child covers is the parent's
 own (self) time on the path. Concurrent siblings are handled by this rule: of
-two branches run together, only the one that ended last blocks its parent.
-One refinement over Jaeger: a sibling that was still running at the point
-(it started before the blocking branch and ended after that branch started)
-is on the path for the part before the point, rather than that time counting
-as the parent's own. Every instant of the root's interval is attributed to exactly one span,
+two branches run together, only the one that ended last blocks its parent,
+and the overlap is its. A sibling that ended after the blocking one started is
+not on the path at all (as in Jaeger): the time before the blocking sibling
+started counts as the parent's, unless an earlier sibling ended in it. This
+keeps ``asyncio.gather`` honest: siblings started microseconds apart do not
+all show up on the path with slivers of time. Every instant of the root's interval is attributed to exactly one span,
 so the contributions add up to the root's duration.
 
 Untidy traces are made tidy first:
@@ -140,37 +141,27 @@ def critical_path(spans: Iterable[Mapping[str, Any]], *, now_ns: int | None = No
     # walk back from the root's end; a frame is [span, the point reached in it]
     backwards: list[Segment] = []
     nxt: dict[str, int] = {}  # span -> its next child (in end order) not yet passed
-    early: dict[str, str] = {}  # span -> of its children that ended after the point, the first to start
     stack: list[list[Any]] = [[root, eff_end[root]]]
     while stack:
         frame = stack[-1]
         node, point = frame
         kids = children.get(node, ())
         i = nxt.get(node, 0)
-        first = early.get(node)
         while i < len(kids) and eff_end[kids[i]] > point:
-            if first is None or eff_start[kids[i]] < eff_start[first]:
-                first = kids[i]
             i += 1  # ended after the point: overlapped by what is already on the path
-        nxt[node] = i
-        if first is not None:
-            early[node] = first
-        last = kids[i] if i < len(kids) else None
-        if first is not None and eff_start[first] < point and (last is None or eff_end[last] < point):
-            # a child still running at the point: the part of it before the point blocked
-            child, child_end = first, point
-        elif last is not None:
-            child, child_end = last, eff_end[last]
+        if i < len(kids):
+            child = kids[i]
             nxt[node] = i + 1
+            ce = eff_end[child]
+            if point > ce:
+                backwards.append(Segment(node, ce, point))
+            frame[1] = eff_start[child]
+            stack.append([child, ce])
         else:
+            nxt[node] = i
             if point > eff_start[node]:
                 backwards.append(Segment(node, eff_start[node], point))
             stack.pop()
-            continue
-        if point > child_end:
-            backwards.append(Segment(node, child_end, point))
-        frame[1] = eff_start[child]
-        stack.append([child, child_end])
 
     segments: list[Segment] = []
     for seg in reversed(backwards):  # time order, a span's adjacent stretches joined

@@ -44,16 +44,21 @@ def test_concurrent_siblings_only_the_last_ending_branch_blocks():
 def test_partially_overlapping_siblings_share_the_time_without_double_counting():
     # a runs 10..60, b 40..90: b blocks from 40 on; before b started, a was what we waited for
     spans = [sp("root", None, 0, 100), sp("a", "root", 10, 60), sp("b", "root", 40, 90)]
-    assert segs(spans) == [("root", 0, 10), ("a", 10, 40), ("b", 40, 90), ("root", 90, 100)]
-    # the overlap (40..60) goes to b, which ended last; a keeps the part before b started
-    assert contrib(spans) == {"b": 50, "a": 30, "root": 20}
+    # the overlap (40..60) goes to b, which ended last; a ended after b started, so it is not
+    # what the parent waited for before b (Jaeger's rule): that time is the parent's
+    assert segs(spans) == [("root", 0, 40), ("b", 40, 90), ("root", 90, 100)]
+    assert contrib(spans) == {"b": 50, "root": 50}
+
+
+def test_gather_siblings_started_microseconds_apart_leave_no_slivers():
+    spans = [sp("root", None, 0, 1000), sp("fast", "root", 100, 300), sp("slow", "root", 101, 900)]
+    assert contrib(spans) == {"slow": 799, "root": 201}
 
 
 def test_overlap_where_the_earlier_sibling_ended_before_the_later_started():
     spans = [sp("root", None, 0, 100), sp("a", "root", 5, 30), sp("x", "root", 20, 35), sp("b", "root", 40, 90)]
-    # x ended last before b started (35); a overlaps x, so only its part before x started counts
-    assert segs(spans) == [("root", 0, 5), ("a", 5, 20), ("x", 20, 35), ("root", 35, 40), ("b", 40, 90),
-                           ("root", 90, 100)]
+    # x ended last before b started (35); a overlaps x (ends after x started): not on the path
+    assert segs(spans) == [("root", 0, 20), ("x", 20, 35), ("root", 35, 40), ("b", 40, 90), ("root", 90, 100)]
 
 
 def test_nested_chain_goes_down_to_the_deepest_blocking_span():
@@ -117,9 +122,10 @@ def test_summary_groups_by_name_and_plugin_and_shares_add_up():
     assert doc["summary"][1]["plugin"] == "flaky"
 
 
-def test_random_traces_partition_the_root_and_no_segment_hides_a_running_child():
-    """Every instant of the root is attributed once, to a span running then, and never to a
-    span while one of its children was running (that child, or a later one, blocked it)."""
+def test_random_traces_partition_the_root_and_no_child_ends_inside_its_parents_own_time():
+    """Every instant of the root is attributed once, to a span running then; a stretch counted
+    as a span's own time has none of its children ending inside it (that child would have
+    been what the span waited for)."""
     rnd = random.Random(3)
     for _ in range(300):
         spans = [sp("r", None, 0, 1000)]
@@ -149,7 +155,7 @@ def test_random_traces_partition_the_root_and_no_segment_hides_a_running_child()
             lo, hi = clipped[g.span_id]
             assert lo <= g.start_ns and g.end_ns <= hi
             for cs, ce in kids.get(g.span_id, ()):
-                assert ce <= g.start_ns or cs >= g.end_ns or cs == ce, (g, cs, ce)
+                assert not (g.start_ns < ce <= g.end_ns) or cs == ce, (g, cs, ce)
         assert last == 1000
 
 
@@ -181,3 +187,43 @@ def test_5000_spans_and_a_5000_deep_chain_scale_near_linearly():
     small, big = cost(500), cost(5000)
     # 10x the spans: near 10x the time for n log n; a quadratic walk would be ~100x
     assert big / small < 40
+
+
+# -- the API: GET /api/v1/traces/{id} carries it ---------------------------------------
+
+async def test_api_trace_carries_the_critical_path_of_a_gather(host, client):
+    import asyncio
+
+    try:
+        from browser.harness import wait_for_trace
+    except ImportError:  # pragma: no cover - tests/ imported as a package
+        from tests.browser.harness import wait_for_trace
+
+    tracer = host.tracer
+    root = tracer.start_trace("message", {"outline": "two tools at once"})
+    with root:
+        with tracer.span("handler", "plugin_call") as handler:
+            async def tool(name, seconds):
+                with tracer.span(name, "tool_call"):
+                    await asyncio.sleep(seconds)
+            await asyncio.gather(tool("fast", 0.01), tool("slow", 0.2))
+            handler_id = handler.span_id
+    await wait_for_trace(host.store, root.trace_id, tracer)
+    for shape in ("tree", "flat"):
+        resp = await client.get(f"/api/v1/traces/{root.trace_id}", params={"shape": shape, "values": "none"})
+        doc = await resp.json()
+        cp = doc["critical_path"]
+        names = {s["span_id"]: s["name"] for s in (doc.get("spans") or [])} if shape == "flat" else None
+        assert cp["total_ns"] == doc["trace"]["duration_ns"]
+        assert sum(s["ns"] for s in cp["spans"]) == cp["total_ns"]
+        assert cp["summary"][0]["label"] == "slow"
+        assert "fast" not in [g["name"] for g in cp["summary"]]
+        assert cp["summary"][0]["share"] > 0.5
+        assert handler_id in [s["span_id"] for s in cp["spans"]]
+        if names:
+            on_path = [names[g["span_id"]] for g in cp["segments"]]
+            assert "slow" in on_path and "fast" not in on_path
+    resp = await client.get(f"/api/v1/traces/{root.trace_id}", params={"critical_path": "false"})
+    assert "critical_path" not in await resp.json()
+    resp = await client.get(f"/api/v1/traces/{root.trace_id}", params={"critical_path": "maybe"})
+    assert resp.status == 400 and (await resp.json())["param"] == "critical_path"

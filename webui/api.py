@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
+from botrace.critical_path import critical_path_doc
 from botrace.tree import build_tree
 from botrace_webui import keys
 from botrace_webui.download import trace_to_otlp_json
@@ -145,6 +147,9 @@ async def get_trace(request: web.Request) -> web.Response:
     if q["values"] == "none":
         spans = [_without_values(s) for s in spans]
     out: dict[str, Any] = {"trace": doc["trace"]}
+    if q["critical_path"]:
+        running = doc["trace"].get("status") == "running"
+        out["critical_path"] = critical_path_doc(spans, now_ns=time.time_ns() if running else None)
     if q["shape"] == "flat":
         out["spans"] = spans
     else:
@@ -386,8 +391,14 @@ ROUTES: tuple[ApiRoute, ...] = (
                  Param("shape", "enum", "tree (nested children) or flat (start order)",
                        choices=("tree", "flat"), default="tree"),
                  Param("values", "enum", "full, or none to leave out input/output (the page's fast path)",
-                       choices=("full", "none"), default="full")),
-             responses={"200": "{trace, tree} or {trace, spans}", "404": "unknown trace"}),
+                       choices=("full", "none"), default="full"),
+                 Param("critical_path", "bool", "add critical_path: the spans that determined the "
+                       "trace's end-to-end time (default true; false leaves it out)", default=True)),
+             responses={"200": "{trace, tree, critical_path} or {trace, spans, critical_path}; critical_path: "
+                               "{root_id, start_ns, end_ns, total_ns, spans: [{span_id, ns}] (largest first), "
+                               "segments: [{span_id, start_ns, end_ns}] (time order), summary: [{label, name, "
+                               "span_type, plugin, plugin_display, span_ids, ns, share}] (largest first)}",
+                       "404": "unknown trace"}),
     ApiRoute("GET", "/traces/{trace_id}/spans/{span_id}", "get_span", "One span with its full values",
              get_span, (Param("download", "bool", "serve as an attachment"),),
              responses={"200": "span", "404": "unknown trace or span"}),
