@@ -35,8 +35,10 @@ included).
 
 from __future__ import annotations
 
+import hashlib
 from collections import deque
 from collections.abc import Mapping
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from botrace.span import TRACE_FINISHED, Status, Trace
@@ -51,6 +53,7 @@ __all__ = ["REASONS", "HeldTrace", "SampleRule", "SamplingStats"]
 #: why a trace was kept, in the order the rule asks
 REASONS = ("error", "slow", "forced", "rate")
 _ERROR = Status.ERROR
+_status = attrgetter("status")
 _SCALE = 1 << 56  # the trace id's last 14 hex digits (56 random bits) as a fraction of this
 
 
@@ -80,31 +83,28 @@ class SampleRule:
         try:
             return int(trace_id[-14:], 16) < self.cut
         except ValueError:  # (not hex: ids are made by botrace, but be total)
-            return hash(trace_id) % _SCALE < self.cut
+            digest = hashlib.blake2b(trace_id.encode("utf-8", "replace"), digest_size=7).digest()
+            return int.from_bytes(digest, "big") < self.cut
 
-    def decide(self, trace: Trace) -> str | None:
-        """Why ``trace`` (its root ended) is kept, one of :data:`REASONS`, or None to drop it."""
-        for span in trace.spans:
-            if span.status == _ERROR:
-                return "error"
+    def decide(self, trace: Trace, failed: bool | None = None) -> str | None:
+        """Why ``trace`` (its root ended) is kept, one of :data:`REASONS`, or None to drop it.
+
+        ``failed``: whether a span of it failed, when known (a :class:`HeldTrace` is told
+        as it happens); None: its spans are looked at.
+        """
+        if failed or (failed is None and _ERROR in map(_status, trace.spans)):
+            return "error"
         end_ns = trace.end_ns
         if self.slow_ns and end_ns is not None and end_ns - trace.start_ns >= self.slow_ns:
             return "slow"
-        attributes = trace.attributes
-        if _matches(attributes, self.users, ("user_id",)) or _matches(
-                attributes, self.sessions, ("session_id", "umo")):
-            return "forced"
+        users, sessions = self.users, self.sessions
+        if users or sessions:
+            attributes = trace.attributes
+            for wanted, key in ((users, "user_id"), (sessions, "session_id"), (sessions, "umo")):
+                value = attributes.get(key) if wanted else None
+                if value is not None and (value if type(value) is str else str(value)) in wanted:
+                    return "forced"
         return "rate" if self.keeps_id(trace.trace_id) else None
-
-
-def _matches(attributes: Mapping[str, Any], wanted: frozenset[str], keys: tuple[str, ...]) -> bool:
-    if not wanted:
-        return False
-    for key in keys:
-        value = attributes.get(key)
-        if value is not None and str(value) in wanted:
-            return True
-    return False
 
 
 class SamplingStats:
@@ -143,7 +143,7 @@ class HeldTrace(Trace):
     that queue); only the appends go to the trace's own list until the decision.
     """
 
-    __slots__ = ("_held", "sample_reason", "sampled")
+    __slots__ = ("_held", "failed", "sample_reason", "sampled")
 
     def __init__(self, tracer: Tracer, name: str, attributes: Mapping[str, Any] | None,
                  limits: Limits, queue: deque, queue_max: int) -> None:
@@ -151,8 +151,12 @@ class HeldTrace(Trace):
         self._held = held
         self.sampled: bool | None = None  # None until the root ends
         self.sample_reason: str | None = None
+        self.failed = False  # a span of it failed (set_error, an exception escaping it)
         Trace.__init__(self, tracer, name, attributes, limits, held, queue_max)  # type: ignore[arg-type]
         self._queue = queue  # (span starts: bounded by the tracer's queue, as always)
+
+    def _failed(self) -> None:
+        self.failed = True
 
     def _finished(self, end_ns: int) -> None:
         self.end_ns = end_ns
@@ -162,7 +166,7 @@ class HeldTrace(Trace):
         stats = tracer._sampling
         rule = tracer._sample_rule
         try:
-            reason = "rate" if rule is None else rule.decide(self)
+            reason = "rate" if rule is None else rule.decide(self, self.failed)
         except Exception:  # (a span's status is only ever set by botrace; be total anyway)
             tracer._dispatcher.faults("sampling", "botrace: the sampling decision failed; "
                                       "the trace is kept", exc_info=True)

@@ -167,6 +167,9 @@ class Trace:
         if seq < self._max_spans:
             self.tracer._queue_full()
 
+    def _failed(self) -> None:
+        """A span of the trace is failing (a held trace, botrace.sampling, keeps it for that)."""
+
     def _finished(self, end_ns: int) -> None:
         self.end_ns = end_ns
         # No wake-up of the dispatcher here: waking it per message costs a GIL
@@ -649,7 +652,10 @@ def _restore_elsewhere(token: Any) -> None:
 
 
 def _describe_error(span: Span, error: Any) -> dict[str, str]:
-    described, walk = describe_error(error, span.trace.limits)
+    """The span's error, as recorded; called once per span that fails."""
+    trace = span.trace
+    trace._failed()
+    described, walk = describe_error(error, trace.limits)
     if walk.failures:
         _unrecordable(span.trace, span, walk.failures, walk.failure)
     return described

@@ -70,6 +70,37 @@ def test_the_rule_keeps_errors_slow_and_forced_traces_and_drops_the_rest_at_rate
     tracer.close()
 
 
+def test_an_exception_escaping_a_span_keeps_its_trace():
+    tracer, sink = make(trace_sample_rate=0)
+    with tracer.start_trace("message", {"user_id": "u"}) as root:
+        try:
+            with tracer.span("tool", "tool_call"):
+                raise TimeoutError("the tool timed out")
+        except TimeoutError:
+            pass
+    cancelled = tracer.start_trace("message", {"user_id": "u"})
+    cancelled.start_child("step", "custom").end()
+    cancelled.record_exception(__import__("asyncio").CancelledError())
+    cancelled.end()
+    assert tracer.flush()
+    assert seen(sink) == {root.trace_id}  # a cancelled message is not an error
+    assert root.trace.sample_reason == "error" and root.trace.failed
+    tracer.close()
+
+
+def test_the_rule_looks_at_the_spans_when_not_told_and_ids_not_hex_still_get_one_answer():
+    tracer, _ = make()
+    root = message(tracer)
+    rule = SampleRule(0.0)
+    assert rule.decide(root.trace) is None
+    root.trace.spans[1].status = "error"
+    assert rule.decide(root.trace) == "error"
+    half = SampleRule(0.5)
+    answers = {half.keeps_id(f"id-{i}") for i in range(64)}
+    assert answers == {True, False} and half.keeps_id("id-7") == half.keeps_id("id-7")
+    tracer.close()
+
+
 def test_session_rule_matches_the_umo_too_and_users_are_case_sensitive():
     tracer, sink = make(trace_sample_rate=0, trace_sample_keep_sessions="qq:room-9",
                         trace_sample_keep_users="Alice")
