@@ -31,7 +31,7 @@ ASTRBOT_414_TYPES = {"int", "float", "bool", "string", "text", "list", "file", "
 
 def test_the_schema_uses_only_types_astrbot_414_knows_and_every_option_is_described():
     schema = conf_schema()
-    assert [k for k in schema] == ["page", "store", "limits", "export"]
+    assert [k for k in schema] == ["page", "store", "limits", "export", "sampling"]
     for group in schema.values():
         assert group["type"] == "object" and group["description"]
         for item in group["items"].values():
@@ -163,6 +163,23 @@ def test_the_plugin_author_example_runs_with_and_without_botrace(without_botrace
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True)
     assert out.stdout.strip() == "Paris: sunny"
+
+
+def test_the_sampling_group_sets_botraces_sampling_settings(tmp_path):
+    schema = conf_schema()["sampling"]["items"]
+    assert schema["rate"]["type"] == "float" and schema["rate"]["default"] == 1.0
+    settings, _ = read_plugin_config(None, data_dir=str(tmp_path))
+    assert settings["trace_sample_rate"] == 1.0 and settings["trace_sample_keep_users"] == []
+    config = {"sampling": {"rate": 0.1, "keep_slower_than_ms": 3000, "keep_users": ["10001"],
+                           "keep_sessions": ["aiocqhttp:GroupMessage:42"]}}
+    settings, _ = read_plugin_config(config, data_dir=str(tmp_path))
+    assert (settings["trace_sample_rate"], settings["trace_keep_slower_than_ms"]) == (0.1, 3000)
+    assert settings["trace_sample_keep_users"] == ["10001"]
+    assert settings["trace_sample_keep_sessions"] == ["aiocqhttp:GroupMessage:42"]
+    with pytest.raises(PluginConfigError, match=r"sampling\.rate: expected a number from 0 to 1"):
+        read_plugin_config({"sampling": {"rate": 2}}, data_dir=str(tmp_path))
+    with pytest.raises(PluginConfigError, match=r"sampling\.keep_users: expected a list"):
+        read_plugin_config({"sampling": {"keep_users": [1]}}, data_dir=str(tmp_path))
 
 
 def test_the_page_can_answer_a_proxys_host_name(tmp_path):

@@ -37,7 +37,7 @@ class Option:
 
     group: str
     key: str
-    type: str            # AstrBot schema type: bool, int, string, text, list
+    type: str            # AstrBot schema type: bool, int, float, string, text, list
     default: Any
     description: str
     hint: str = ""
@@ -57,6 +57,7 @@ _GROUPS = {
     "store": "Trace store",
     "limits": "What a trace may hold",
     "export": "Export",
+    "sampling": "Sampling (busy bots)",
 }
 
 OPTIONS: tuple[Option, ...] = (
@@ -119,6 +120,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("export", "price_table", "text", "{}", "Model prices for cost columns (JSON)",
            '{"model": {"input": 0.15, "cached_input": 0.075, "output": 0.6}} per million '
            "tokens.", setting="trace_price_table", json=True),
+    Option("sampling", "rate", "float", 1.0, "Share of ordinary traces kept (0 to 1)",
+           "1 keeps every trace. Below 1, a trace is decided when its message is done "
+           "(it appears on the page then, not while it runs): failed, slow and forced "
+           "traces are always kept, the rest at this rate.", setting="trace_sample_rate"),
+    Option("sampling", "keep_slower_than_ms", "int", 0,
+           "Always keep a trace that took at least this long (ms)", "0: no such rule.",
+           setting="trace_keep_slower_than_ms"),
+    Option("sampling", "keep_users", "list", [], "Always keep these users' traces",
+           "Sender ids, as the page shows them under User.", setting="trace_sample_keep_users"),
+    Option("sampling", "keep_sessions", "list", [], "Always keep these sessions' traces",
+           "Session ids or unified message origins (platform:type:id).",
+           setting="trace_sample_keep_sessions"),
 )
 
 
