@@ -24,7 +24,8 @@ from botrace.store import chunks as E
 from botrace.store.chunks import decode, latest_spans
 from botrace.tree import build_tree
 
-__all__ = ["QueryError", "get_trace", "list_traces", "sessions", "stats", "users"]
+__all__ = ["QueryError", "get_trace", "list_traces", "resolve_plugin", "sessions", "spend",
+           "stats", "users"]
 
 MAX_LIMIT = 500
 #: with combined or scanning filters, ``total`` counts at most this many matches: past
@@ -243,6 +244,8 @@ def trace_summary(row: Any) -> dict[str, Any]:
 async def list_traces(conn: Any, filters: Mapping[str, Any] | None = None, limit: Any = 50,
                       cursor: Any = None) -> dict[str, Any]:
     f = parse_trace_filters(filters)
+    if "plugin" in f:
+        f["plugin"] = await resolve_plugin(conn, f["plugin"])
     limit = _limit(limit)
     after = decode_cursor(cursor, (int, str))
     driver = next((k for k in _TAG_FILTERS if k in f), None)
@@ -401,12 +404,36 @@ async def count_traces(conn: Any, since_ns: int | None, until_ns: int | None) ->
         return (await cur.fetchone())[0]
 
 
+# ---------------------------------------------------------------------------- plugins
+
+async def _plugin_table(conn: Any) -> dict[str, dict[str, Any]]:
+    """The plugins the store has seen: name -> {name, display_name, plugin_type, version}."""
+    async with conn.execute("SELECT name, display_name, plugin_type, version FROM plugins") as cur:
+        return {r[0]: {"name": r[0], "display_name": r[1] or r[0], "plugin_type": r[2],
+                       "version": r[3] or ""} for r in await cur.fetchall()}
+
+
+async def resolve_plugin(conn: Any, value: str) -> str:
+    """A plugin filter's value as the internal name the spans carry: the name itself, else
+    a name or display name equal to it ignoring case ("Search agent" -> "search"); a value
+    that names no known plugin is kept as given (it then matches nothing)."""
+    plugins = await _plugin_table(conn)
+    if value in plugins:
+        return value
+    low = value.casefold()
+    for field in ("name", "display_name"):
+        for name, p in sorted(plugins.items()):
+            if str(p[field]).casefold() == low:
+                return name
+    return value
+
+
 # ---------------------------------------------------------------------------- statistics
 
 # group_by -> (span_type it covers or None for all, the key column of stats_rollup / spans)
 STAT_GROUPS: dict[str, tuple[str | None, str]] = {
     "stage": ("pipeline_stage", "gkey"),
-    "plugin": ("plugin_call", "gkey"),
+    "plugin": (None, "plugin"),  # every span attributed to a plugin (see _plugin_stats)
     "tool": ("tool_call", "gkey"),
     "model": ("llm_call", "gkey"),
     "span_type": (None, "span_type"),
@@ -421,7 +448,7 @@ _ROLLUP_SELECT = (
     "cached_tokens, cost_usd, hist FROM stats_rollup WHERE grain = ?"
 )
 # the span entry field a group_by key column is (botrace.schema.SPAN_FIELDS)
-_ENTRY_COL = {"gkey": E.GKEY, "span_type": E.TYPE, "name": E.NAME}
+_ENTRY_COL = {"gkey": E.GKEY, "span_type": E.TYPE, "name": E.NAME, "plugin": E.PLUGIN}
 
 
 def _cover(lo: int | None, hi: int | None, grains: tuple[int, ...]
@@ -471,6 +498,7 @@ async def stats(conn: Any, group_by: Any = "stage", since_ns: Any = None, until_
         params.append(span_type)
     plugin = _text_param("plugin", filters.get("plugin"))
     if plugin is not None:
+        plugin = await resolve_plugin(conn, plugin)
         where.append("plugin = ?")
         params.append(plugin)
     status = _choice_param("status", filters.get("status"), STATUSES)
@@ -480,6 +508,8 @@ async def stats(conn: Any, group_by: Any = "stage", since_ns: Any = None, until_
     match = (_ENTRY_COL[column], span_type, plugin, status)
     by_trace = [(key, v) for key in ("user_id", "session_id")
                 if (v := _text_param(key, filters.get(key))) is not None]
+    if group == "plugin":
+        return await _plugin_stats(conn, since, until, plugin, status, by_trace)
     groups: dict[str, dict[str, Any]] = {}
     if by_trace:
         # the spans of the matching traces (traces index -> their span_chunks rows)
@@ -623,6 +653,191 @@ async def _add_edge(conn: Any, groups: dict[str, dict[str, Any]], match: tuple,
     await asyncio.to_thread(_add_entries, groups, texts, match, a, b)
 
 
+# ---------------------------------------------------------------------------- per plugin
+
+#: a plugin's percentiles are of its top-level spans, read from the spans of at most this
+#: many traces of the window, newest first (the rollup does not know a span's parent)
+PLUGIN_SAMPLE_TRACES = 2_000
+_PLUGIN_ROLLUP = ("SELECT plugin, span_type, status, n, dur_ns, self_ns, max_ns, input_tokens, "
+                  "output_tokens, cached_tokens, cost_usd FROM stats_rollup "
+                  "WHERE grain = ? AND plugin != ''")
+
+
+async def _plugin_stats(conn: Any, since: int | None, until: int | None, plugin: str | None,
+                        status: str | None, by_trace: list[tuple[str, str]]) -> dict[str, Any]:
+    """Per plugin, every span attributed to it (plugin_call, its tools, LLM calls, IO,
+    subagent and custom spans): count, errors, total and self time, tokens and cost, from
+    the rollup (exact), with a breakdown by span type; p50/p95/p99 of its *top-level* spans
+    (whose parent is not a span of the same plugin: what a caller waited for), from the
+    spans of the newest :data:`PLUGIN_SAMPLE_TRACES` traces of the window."""
+    per_type: dict[tuple[str, str], dict[str, Any]] = {}
+    top: dict[str, list] = {}  # plugin -> [count, errors, dur_ns, max_ns, {bucket: count}]
+    match = (plugin, status)
+    if by_trace:
+        cond = " AND ".join(f"t.{key} = ?" for key, _ in by_trace)  # keys: a constant tuple
+        cond_params: list[Any] = [v for _, v in by_trace]
+        if until is not None:
+            cond += " AND t.start_ns < ?"
+            cond_params.append(until)
+        async with conn.execute(
+                "SELECT c.spans FROM traces t CROSS JOIN span_chunks c ON c.trace_start_ns = "
+                f"t.start_ns AND c.trace_id = t.trace_id WHERE {cond} "
+                "ORDER BY c.trace_start_ns, c.trace_id, c.rowid", cond_params) as cur:
+            texts = [r[0] for r in await cur.fetchall()]
+        sample = {"traces": None, "capped": False}
+        await asyncio.to_thread(_plugin_entries, per_type, top, texts, match, since, until, True)
+    else:
+        extra, params = "", []
+        if plugin is not None:
+            extra += " AND plugin = ?"
+            params.append(plugin)
+        if status is not None:
+            extra += " AND status = ?"
+            params.append(status)
+        for grain, a, b in _cover(since, until, _GRAINS):
+            if grain is not None:
+                bucket_range, range_params = _time_range(a, b, "t0")
+                sql = _PLUGIN_ROLLUP + extra + "".join(f" AND {c}" for c in bucket_range)
+                async with conn.execute(sql, [grain, *params, *range_params]) as cur:
+                    for r in await cur.fetchall():
+                        _add(per_type, (r[0], r[1]), *r[2:], ())
+            else:
+                texts = await _edge_texts(conn, a, b)
+                await asyncio.to_thread(_plugin_entries, per_type, {}, texts, match, a, b, False)
+        texts, sample = await _sample_texts(conn, since, until)
+        await asyncio.to_thread(_plugin_entries, {}, top, texts, match, since, until, True)
+    described = await _plugin_table(conn)
+    plugins: dict[str, dict[str, Any]] = {}
+    for (name, stype), g in per_type.items():
+        if not g["count"]:
+            continue
+        info = described.get(name) or {"name": name, "display_name": name,
+                                        "plugin_type": "third_party", "version": ""}
+        out = plugins.get(name)
+        if out is None:
+            out = plugins[name] = {
+                "key": name, "display_name": info["display_name"],
+                "plugin_type": info["plugin_type"], "version": info["version"], "count": 0,
+                "errors": 0, "_dur": 0, "_self": 0, "_max": 0, "input_tokens": 0,
+                "output_tokens": 0, "cached_tokens": 0, "cost_usd": 0.0, "by_type": []}
+        for k in ("count", "errors", "_dur", "_self", "input_tokens", "output_tokens",
+                  "cached_tokens", "cost_usd"):
+            out[k] += g[k]
+        out["_max"] = max(out["_max"], g["_max"])
+        out["by_type"].append({
+            "span_type": stype, "count": g["count"], "errors": g["errors"],
+            "total_ms": round(g["_dur"] / 1e6, 4), "self_ms": round(g["_self"] / 1e6, 4),
+            "max_ms": round(g["_max"] / 1e6, 4), "input_tokens": g["input_tokens"],
+            "output_tokens": g["output_tokens"], "cached_tokens": g["cached_tokens"],
+            "cost_usd": round(g["cost_usd"], 8)})
+    groups = []
+    for name, out in plugins.items():
+        n = out["count"]
+        dur, self_ns, mx = out.pop("_dur"), out.pop("_self"), out.pop("_max")
+        out["error_rate"] = round(out["errors"] / n, 6)
+        out["avg_ms"] = round(dur / n / 1e6, 4)
+        out["max_ms"] = round(mx / 1e6, 4)
+        out["total_ms"] = round(dur / 1e6, 4)
+        out["self_ms"] = round(self_ns / 1e6, 4)
+        out["cost_usd"] = round(out["cost_usd"], 8)
+        out["by_type"].sort(key=lambda t: (-t["total_ms"], t["span_type"]))
+        tn, terr, tdur, tmax, thist = top.get(name) or (0, 0, 0, 0, {})
+        out["top_count"] = tn
+        out["top_errors"] = terr
+        hist = sorted(thist.items())
+        for key, p_ in (("p50_ms", 0.50), ("p95_ms", 0.95), ("p99_ms", 0.99)):
+            out[key] = round(min(_percentile(hist, tn, p_), tmax) / 1e6, 4) if tn else None
+        out["top_avg_ms"] = round(tdur / tn / 1e6, 4) if tn else None
+        out["top_max_ms"] = round(tmax / 1e6, 4) if tn else None
+        groups.append(out)
+    groups.sort(key=lambda g: (-g["self_ms"], g["key"]))
+    return {"group_by": "plugin", "since_ns": since, "until_ns": until, "groups": groups,
+            "percentiles_from": sample}
+
+
+async def _edge_texts(conn: Any, a: int, b: int) -> list[str]:
+    """The span chunks that may hold spans starting in ``[a, b)``, part of one minute."""
+    minute = a - a % _MINUTE
+    async with conn.execute("SELECT min(min_trace_start_ns) FROM stats_rollup "
+                            "WHERE grain = ? AND t0 = ?", (_MINUTE, minute)) as cur:
+        lowest = (await cur.fetchone())[0]
+    if lowest is None:
+        return []
+    async with conn.execute("SELECT spans FROM span_chunks WHERE trace_start_ns >= ? "
+                            "AND trace_start_ns < ?", (lowest, b)) as cur:
+        return [r[0] for r in await cur.fetchall()]
+
+
+async def _sample_texts(conn: Any, since: int | None, until: int | None
+                        ) -> tuple[list[str], dict[str, Any]]:
+    """The span chunks of the newest :data:`PLUGIN_SAMPLE_TRACES` traces started in the
+    window (one index range), trace by trace in write order; and ``{traces, capped}``."""
+    where, params = _time_range(since, until)
+    cond = (" WHERE " + " AND ".join(where)) if where else ""
+    async with conn.execute(f"SELECT start_ns FROM traces{cond} ORDER BY start_ns DESC "
+                            "LIMIT 1 OFFSET ?", [*params, PLUGIN_SAMPLE_TRACES]) as cur:
+        row = await cur.fetchone()
+    capped = row is not None
+    lo = since if row is None else row[0] + 1  # (past the first trace left out)
+    where, params = _time_range(lo, until)
+    cond = (" WHERE " + " AND ".join(where)) if where else ""
+    async with conn.execute(f"SELECT count(*) FROM traces{cond}", params) as cur:
+        traces = (await cur.fetchone())[0]
+    where, params = _time_range(lo, until, "trace_start_ns")
+    cond = (" WHERE " + " AND ".join(where)) if where else ""
+    async with conn.execute(f"SELECT spans FROM span_chunks{cond} "
+                            "ORDER BY trace_start_ns, trace_id, rowid", params) as cur:
+        texts = [r[0] for r in await cur.fetchall()]
+    return texts, {"traces": traces, "capped": capped}
+
+
+def _plugin_entries(per_type: dict, top: dict, texts: Iterable[str], match: tuple,
+                    since: int | None, until: int | None, latest: bool) -> None:
+    """Add the finished spans of ``texts`` that start in ``[since, until)`` and match
+    ``(plugin, status)`` to ``per_type`` (plugin, span type) and, for top-level spans, to
+    ``top``. ``latest``: the texts are whole traces in write order, so a span's latest
+    version and its parent's plugin are known."""
+    plugin, status = match
+    entries = latest_spans(texts) if latest else [e for t in texts for e in decode(t)]
+    owner = {e[E.SID]: e[E.PLUGIN] for e in entries} if latest else {}
+    sums: dict[tuple, list] = {}
+    for e in entries:
+        end, name = e[E.END], e[E.PLUGIN]
+        if end is None or name is None:
+            continue
+        start = e[E.START]
+        if (since is not None and start < since) or (until is not None and start >= until):
+            continue
+        if (plugin is not None and name != plugin) or (status is not None
+                                                       and e[E.STATUS] != status):
+            continue
+        dur = end - start
+        key = (name, e[E.TYPE] or "", e[E.STATUS])
+        v = sums.get(key)
+        if v is None:
+            v = sums[key] = [0, 0, 0, 0, 0, 0, 0, 0.0]
+        v[0] += 1
+        v[1] += dur
+        v[2] += e[E.SELF] or 0
+        v[3] = max(v[3], dur)
+        v[4] += e[E.TIN]
+        v[5] += e[E.TOUT]
+        v[6] += e[E.TCACHED]
+        v[7] += e[E.COST]
+        if latest and owner.get(e[E.PID]) != name:
+            t = top.get(name)
+            if t is None:
+                t = top[name] = [0, 0, 0, 0, {}]
+            t[0] += 1
+            t[1] += e[E.STATUS] == "error"
+            t[2] += dur
+            t[3] = max(t[3], dur)
+            bucket = e[E.BUCKET] or 0
+            t[4][bucket] = t[4].get(bucket, 0) + 1
+    for (name, stype, st), (n, dur, self_ns, mx, tin, tout, tc, cost) in sums.items():
+        _add(per_type, (name, stype), st, n, dur, self_ns, mx, tin, tout, tc, cost, ())
+
+
 def _percentile(hist: list[tuple[int, int]], n: int, p: float) -> float:
     if not n:
         return 0.0
@@ -716,3 +931,119 @@ async def users(conn: Any, filters: Mapping[str, Any] | None = None, limit: Any 
     return {"users": out, "next_cursor": next_cursor, "total": total}
 
 
+
+
+# ---------------------------------------------------------------------------- spend
+
+#: what spend groups by -> the traces' key expression (a constant put into SQL)
+SPEND_BY = {"user": "t.user_id", "session": "coalesce(t.session_id, t.umo)"}
+SPEND_MAX_LIMIT = 100
+#: a group's tokens per plugin are read from the spans of at most this many traces
+#: (the newest of the groups listed, in the window)
+SPEND_SHARE_TRACES = 5_000
+
+
+async def spend(conn: Any, by: Any = "user", since_ns: Any = None, until_ns: Any = None,
+                limit: Any = 20) -> dict[str, Any]:
+    """Tokens and cost per user or per conversation (session id, else umo) of the traces
+    started in ``[since_ns, until_ns)``, the top spenders first (cost, then tokens), each
+    with its LLM tokens and cost per plugin (the plugin an ``llm_call`` span is attributed
+    to; ``""``: the host's own calls)."""
+    key = _text_param("by", by) or "user"
+    if key not in SPEND_BY:
+        raise QueryError("by", f"must be one of {', '.join(SPEND_BY)}; got {key[:40]!r}")
+    since = _int_param("since_ns", since_ns)
+    until = _int_param("until_ns", until_ns)
+    if since is not None and until is not None and until < since:
+        raise QueryError("until_ns", "must not be before since_ns")
+    n = _int_param("limit", limit, 1, SPEND_MAX_LIMIT)
+    n = 20 if n is None else n
+    key_sql = SPEND_BY[key]
+    where, params = _time_range(since, until, "t.start_ns")
+    cond = (" WHERE " + " AND ".join(where)) if where else ""
+    async with conn.execute(
+            "SELECT count(*), coalesce(sum(t.input_tokens), 0), coalesce(sum(t.output_tokens), 0), "
+            "coalesce(sum(t.cached_tokens), 0), coalesce(sum(t.cost_usd), 0), "
+            f"count(DISTINCT {key_sql}) FROM traces t{cond}", params) as cur:
+        tc, tin, tout, tcached, tcost, groups_total = await cur.fetchone()
+    extra = ("max(t.sender) AS label" if key == "user"
+             else "max(t.umo) AS label, group_concat(DISTINCT t.user_id) AS user_ids")
+    gcond = " WHERE " + " AND ".join([*where, f"{key_sql} IS NOT NULL"])
+    sql = (f"SELECT {key_sql} AS k, {extra}, count(*) AS traces, max(t.start_ns) AS last_ns, "
+           "sum(t.input_tokens) AS tin, sum(t.output_tokens) AS tout, "
+           "sum(t.cached_tokens) AS tc, sum(t.cost_usd) AS cost "
+           f"FROM traces t{gcond} GROUP BY k "
+           "ORDER BY cost DESC, tin + tout DESC, k LIMIT ?")
+    async with conn.execute(sql, [*params, n]) as cur:
+        rows = await cur.fetchall()
+    out = []
+    for r in rows:
+        item: dict[str, Any] = {"key": r["k"], "trace_count": r["traces"],
+                                "last_ns": r["last_ns"], "input_tokens": r["tin"] or 0,
+                                "output_tokens": r["tout"] or 0, "cached_tokens": r["tc"] or 0,
+                                "cost_usd": round(r["cost"] or 0.0, 8),
+                                "cost_share": round((r["cost"] or 0.0) / tcost, 6) if tcost else 0.0,
+                                "token_share": round(((r["tin"] or 0) + (r["tout"] or 0))
+                                                     / (tin + tout), 6) if tin + tout else 0.0}
+        if key == "user":
+            item["sender"] = r["label"]
+        else:
+            item["umo"] = r["label"]
+            item["user_ids"] = sorted(set((r["user_ids"] or "").split(","))) \
+                if r["user_ids"] else []
+        out.append(item)
+    partial = await _plugin_shares(conn, key_sql, where, params, out)
+    return {"by": key, "since_ns": since, "until_ns": until, "groups": out,
+            "total": groups_total, "plugin_shares_partial": partial,
+            "totals": {"trace_count": tc, "input_tokens": tin, "output_tokens": tout,
+                       "cached_tokens": tcached, "cost_usd": round(tcost, 8)}}
+
+
+async def _plugin_shares(conn: Any, key_sql: str, where: list[str], params: list[Any],
+                         groups: list[dict[str, Any]]) -> bool:
+    """Each group's LLM tokens and cost per plugin (``groups[i]["plugins"]``), from the
+    spans of the newest :data:`SPEND_SHARE_TRACES` traces of the groups; True when that
+    left traces out."""
+    for g in groups:
+        g["plugins"] = []
+    if not groups:
+        return False
+    keys = [g["key"] for g in groups]
+    marks = ",".join("?" * len(keys))  # placeholders only; the keys are bound
+    cond = " AND ".join([*where, f"{key_sql} IN ({marks})"])
+    async with conn.execute(
+            f"SELECT t.k, c.spans FROM (SELECT {key_sql} AS k, t.start_ns, t.trace_id "
+            f"FROM traces t WHERE {cond} ORDER BY t.start_ns DESC LIMIT ?) t "
+            "CROSS JOIN span_chunks c ON c.trace_start_ns = t.start_ns AND c.trace_id = t.trace_id",
+            [*params, *keys, SPEND_SHARE_TRACES]) as cur:
+        rows = await cur.fetchall()
+    # (a trace's chunks come one after another; whether the cap cut a trace off is told
+    # by counting traces, below)
+    texts: dict[str, list[str]] = {}
+    for k, text in rows:
+        texts.setdefault(k, []).append(text)
+    async with conn.execute(
+            f"SELECT count(*) FROM (SELECT 1 FROM traces t WHERE {cond} LIMIT ?)",
+            [*params, *keys, SPEND_SHARE_TRACES + 1]) as cur:
+        partial = (await cur.fetchone())[0] > SPEND_SHARE_TRACES
+    described = await _plugin_table(conn)
+
+    def tally() -> None:
+        for g in groups:
+            per: dict[str, list] = {}
+            for e in latest_spans(texts.get(g["key"], ())):
+                if e[E.TYPE] != "llm_call" or e[E.END] is None:
+                    continue
+                v = per.setdefault(e[E.PLUGIN] or "", [0, 0, 0.0])
+                v[0] += e[E.TIN]
+                v[1] += e[E.TOUT]
+                v[2] += e[E.COST]
+            g["plugins"] = sorted(
+                ({"plugin": name,
+                  "display_name": (described.get(name) or {}).get("display_name", name),
+                  "input_tokens": tin, "output_tokens": tout, "cost_usd": round(cost, 8)}
+                 for name, (tin, tout, cost) in per.items()),
+                key=lambda p: (-(p["input_tokens"] + p["output_tokens"]), p["plugin"]))
+
+    await asyncio.to_thread(tally)
+    return partial

@@ -231,7 +231,10 @@ async def test_stats_per_plugin_with_percentiles(host, client):
         await _chat(host, f"m{i}")
     st = await (await client.get(f"{V1}/stats?group_by=plugin")).json()
     groups = {g["key"]: g for g in st["groups"]}
-    assert groups["weather"]["count"] == 5
+    # every span of the plugin counts; its 5 handlers are its top-level spans
+    types = {t["span_type"]: t["count"] for t in groups["weather"]["by_type"]}
+    assert types["plugin_call"] == 5 and groups["weather"]["count"] == sum(types.values())
+    assert groups["weather"]["top_count"] == 5
     for key in ("p50_ms", "p95_ms", "error_rate"):
         assert key in groups["weather"]
     st = await (await client.get(f"{V1}/stats?group_by=tool&since=1h")).json()

@@ -51,7 +51,7 @@ UNTIL = Param("until", "time", "end of the window (exclusive)", store_key="until
 USER = Param("user_id", "str", "exact user id", store_key="user_id")
 SESSION = Param("session_id", "str", "exact session id", store_key="session_id")
 UMO = Param("umo", "str", "exact unified message origin", store_key="umo")
-PLUGIN = Param("plugin", "str", "plugin name", store_key="plugin")
+PLUGIN = Param("plugin", "str", "plugin name or display name (case-insensitive)", store_key="plugin")
 
 TRACE_FILTERS = (
     SINCE, UNTIL, USER, SESSION, UMO, PLUGIN,
@@ -194,6 +194,12 @@ async def stats(request: web.Request) -> web.Response:
     result = await _store(request).stats(group_by=q["group_by"], since_ns=q.get("since"),
                                          until_ns=q.get("until"), filters=filters or None)
     return _json(result)
+
+
+async def spend(request: web.Request) -> web.Response:
+    q = _query(request, request.app[keys.ROUTES]["spend"])
+    return _json(await _store(request).spend(by=q["by"], since_ns=q.get("since"),
+                                             until_ns=q.get("until"), limit=q["limit"]))
 
 
 async def sessions(request: web.Request) -> web.Response:
@@ -413,6 +419,14 @@ ROUTES: tuple[ApiRoute, ...] = (
                  SINCE, UNTIL, PLUGIN, USER, SESSION,
                  Param("status", "enum", "span status", choices=TRACE_STATUSES)),
              responses={"200": "{group_by, groups: [{key, count, errors, p50_ms, p95_ms, ...}]}"}),
+    ApiRoute("GET", "/spend", "spend", "Tokens and cost per user or conversation, top spenders first",
+             spend, (
+                 Param("by", "enum", "user, or session (the conversation: session id, else umo)",
+                       choices=("user", "session"), default="user"),
+                 SINCE, UNTIL,
+                 Param("limit", "int", "how many spenders", minimum=1, maximum=100, default=20)),
+             responses={"200": "{by, since_ns, until_ns, groups: [{key, trace_count, input_tokens, "
+                               "output_tokens, cost_usd, cost_share, plugins}], total, totals}"}),
     ApiRoute("GET", "/sessions", "sessions", "Conversations (sessions), most recent first",
              sessions, (LIMIT, CURSOR, SINCE, UNTIL, USER, UMO),
              responses={"200": "{sessions, next_cursor, total}"}),

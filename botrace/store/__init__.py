@@ -449,6 +449,11 @@ class TraceStore:
         """Per-user totals, most recent first."""
         return await _query.users(await self._reader(), filters, limit, cursor)
 
+    async def spend(self, by: str = "user", since_ns: Any = None, until_ns: Any = None,
+                    limit: Any = 20) -> dict[str, Any]:
+        """Tokens and cost per user or conversation in a window, the top spenders first."""
+        return await _query.spend(await self._reader(), by, since_ns, until_ns, limit)
+
     async def iter_traces(self, since_ns: int | None = None, until_ns: int | None = None,
                           batch: int = 200):
         """Every stored trace in a time range with its spans, oldest first (for export)."""
