@@ -5,7 +5,7 @@
 
 import { api } from "./api.js";
 import { bdi, clear, h } from "./dom.js";
-import { fmtAgo, fmtFullTime, fmtNum } from "./format.js";
+import { fmtAgo, fmtFullTime, fmtNum, fmtPct } from "./format.js";
 import { emptyState, notice } from "./widgets.js";
 
 const REFRESH_MS = 5000;
@@ -96,6 +96,12 @@ function tracerCard(t) {
     ["Events dispatched", fmtNum(t.dispatched_events)],
     ["Events dropped", fmtNum(t.dropped_events), t.dropped_events ? "err" : null],
   ];
+  const sm = t.sampling;
+  if (sm && sm.rate < 1) {  // tail-based sampling (trace_sample_rate)
+    rows.push(["Sampling", `${fmtPct(sm.rate)} of ordinary traces kept`],
+      ["Kept", `${fmtNum(sm.kept_error)} failed, ${fmtNum(sm.kept_slow)} slow, ${fmtNum(sm.kept_forced)} forced, ${fmtNum(sm.kept_rate)} by rate`],
+      ["Sampled out", fmtNum(sm.sampled_out)], ["Awaiting decision", fmtNum(sm.pending)]);
+  }
   for (const [name, n] of Object.entries(t.sink_errors || {})) rows.push([["Hook errors of ", bdi(name)], fmtNum(n), "err"]);
   for (const [name, n] of Object.entries(t.sink_slow_calls || {})) rows.push([["Slow calls of ", bdi(name)], fmtNum(n)]);
   return card("tracer", t.dispatcher_running ? "ok" : "degraded", facts(rows));

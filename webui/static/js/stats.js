@@ -25,10 +25,13 @@ export function statsView(root, ctx) {
     load();
   });
   const body = h("div", { class: "stats-body" });
+  const sampledNote = h("p", { class: "notice notice-info sampled-note", id: "stats-sampled", role: "note", hidden: true });
   root.append(h("section", { class: "stats-view" },
     h("div", { class: "view-head" }, h("h1", null, "Where the time goes"), h("div", { class: "controls" }, tabs, windowSel)),
     h("p", { class: "hint" }, "Per group: how often it ran, how often it failed, and its latency (p50 and p95 bars on one scale)."),
+    sampledNote,
     body));
+  showSampling(sampledNote);
 
   function drawTabs() {
     clear(tabs);
@@ -104,4 +107,19 @@ export function statsView(root, ctx) {
 
   load();
   return {};
+}
+
+// Tail-based sampling (trace_sample_rate below 1): the figures are from the kept traces only.
+async function showSampling(note) {
+  try {
+    const s = (await api.get("health")).tracer?.sampling;
+    if (!s || typeof s.rate !== "number" || s.rate >= 1) return;
+    const slow = s.keep_slower_than_ms ? `, slower than ${fmtMs(s.keep_slower_than_ms)}` : "";
+    note.textContent = `Sampled: these figures are from the traces kept, not every message. ` +
+      `${fmtPct(s.rate)} of ordinary traces are kept, and every failed${slow} or forced one, ` +
+      "so counts are lower than the traffic and errors and slow messages are over-represented.";
+    note.hidden = false;
+  } catch {
+    /* no tracer (a read-only viewer): nothing to say */
+  }
 }
