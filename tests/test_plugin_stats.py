@@ -29,10 +29,10 @@ def _sid() -> str:
     return f"{next(_ids):016x}"
 
 
-def message(i: int, user: str, session: str, parts: list[tuple]) -> SynthTrace:
-    """A trace at ``T0 + i s``: root -> core stage -> the ``parts``: ``(key, parent key,
+def message(i: int, user: str, session: str, parts: list[tuple], base: int = T0) -> SynthTrace:
+    """A trace at ``base + i s``: root -> core stage -> the ``parts``: ``(key, parent key,
     name, span_type, plugin, offset ms, duration ms, status, meta)``."""
-    start = T0 + i * 1_000 * MS
+    start = base + i * 1_000 * MS
     trace = SynthTrace(trace_id=f"{i:032x}", name="message", start_ns=start, end_ns=None,
                        attributes={"umo": f"demo:{session}", "user_id": user, "sender": user,
                                    "session_id": session, "outline": f"m{i}"})
@@ -56,23 +56,27 @@ def llm(model: str, tin: int, tout: int) -> dict:
 # alpha: a handler (top-level, 100 ms) with its own IO inside (40 ms) and an LLM call (20 ms);
 # tooler: only tool calls, called by the host's agent (an llm_call of no plugin's); one is slow
 # and fails (a timeout); the core stage is a plugin of its own.
-TRACES = [
-    message(0, "alice", "s-a", [
-        ("h", "stage", "alpha.on_message", "plugin_call", ALPHA, 10, 100, "ok", None),
-        ("io", "h", "GET", "io_call", ALPHA, 20, 40, "ok", None),
-        ("l", "h", "chat", "llm_call", ALPHA, 70, 20, "ok", llm("m-dear", 1000, 100)),
-        ("agent", "stage", "agent", "llm_call", None, 200, 10, "ok", llm("m-cheap", 500, 50)),
-        ("t1", "stage", "lookup", "tool_call", TOOLER, 300, 5, "ok", {"tool_name": "lookup"})]),
-    message(1, "bob", "s-b", [
-        ("agent", "stage", "agent", "llm_call", None, 10, 10, "ok", llm("m-cheap", 300, 30)),
-        ("t1", "stage", "lookup", "tool_call", TOOLER, 30, 2000, "error", {"tool_name": "lookup"}),
-        ("t2", "stage", "lookup", "tool_call", TOOLER, 40, 7, "ok", {"tool_name": "lookup"})]),
-    message(2, "bob", "s-c", [
-        ("h", "stage", "alpha.on_message", "plugin_call", ALPHA, 10, 50, "ok", None),
-        ("l", "h", "chat", "llm_call", ALPHA, 15, 10, "ok", llm("m-cheap", 100, 10))]),
-    message(3, "carol", "s-d", [
-        ("agent", "stage", "agent", "llm_call", None, 10, 10, "ok", llm("m-dear", 2000, 200))]),
-]
+def known_traces(base: int = T0) -> list[SynthTrace]:
+    return [
+        message(0, "alice", "s-a", [
+            ("h", "stage", "alpha.on_message", "plugin_call", ALPHA, 10, 100, "ok", None),
+            ("io", "h", "GET", "io_call", ALPHA, 20, 40, "ok", None),
+            ("l", "h", "chat", "llm_call", ALPHA, 70, 20, "ok", llm("m-dear", 1000, 100)),
+            ("agent", "stage", "agent", "llm_call", None, 200, 10, "ok", llm("m-cheap", 500, 50)),
+            ("t1", "stage", "lookup", "tool_call", TOOLER, 300, 5, "ok", {"tool_name": "lookup"})], base),
+        message(1, "bob", "s-b", [
+            ("agent", "stage", "agent", "llm_call", None, 10, 10, "ok", llm("m-cheap", 300, 30)),
+            ("t1", "stage", "lookup", "tool_call", TOOLER, 30, 2000, "error", {"tool_name": "lookup"}),
+            ("t2", "stage", "lookup", "tool_call", TOOLER, 40, 7, "ok", {"tool_name": "lookup"})], base),
+        message(2, "bob", "s-c", [
+            ("h", "stage", "alpha.on_message", "plugin_call", ALPHA, 10, 50, "ok", None),
+            ("l", "h", "chat", "llm_call", ALPHA, 15, 10, "ok", llm("m-cheap", 100, 10))], base),
+        message(3, "carol", "s-d", [
+            ("agent", "stage", "agent", "llm_call", None, 10, 10, "ok", llm("m-dear", 2000, 200))], base),
+    ]
+
+
+TRACES = known_traces()
 
 
 def cost(model: str, tin: int, tout: int) -> float:

@@ -45,7 +45,14 @@ export function listView(root, ctx) {
   const form = h("form", { class: "filters", role: "search", onsubmit: (ev) => ev.preventDefault() },
     controls, hiddenChips, clearBtn, h("datalist", { id: "plugin-names" }));
 
-  const table = traceTable(() => ({ ...values }), { emptyText: "No traces match these filters." });
+  // display name or name (lower case) -> plugin name: the server takes either, and live
+  // rows carry the name, so the table filters by the name
+  const displayNames = new Map();
+  const table = traceTable(() => {
+    const out = { ...values };
+    if (out.plugin) out.plugin = displayNames.get(out.plugin.toLowerCase()) || out.plugin;
+    return out;
+  }, { emptyText: "No traces match these filters." });
   const tracingOff = h("div", { class: "tracing-off-hint" },
     notice("info", "Tracing is off: new messages are not recorded. Switch it on at the top right."));
 
@@ -83,10 +90,19 @@ export function listView(root, ctx) {
     }
   }
 
-  // plugin names for the datalist, from the stats of the last week (best effort)
+  // plugin names for the datalist, from the stats of the last week (best effort): every
+  // plugin with a span, offered by display name and by name ("Search agent (search)")
   api.get("stats", { group_by: "plugin", since: "7d" }).then((st) => {
     const dl = form.querySelector("datalist");
-    for (const g of st.groups || []) dl.append(h("option", { value: g.key }));
+    for (const g of st.groups || []) {
+      const name = String(g.key);
+      const display = String(g.display_name || name);
+      const label = display === name ? name : `${display} (${name})`;
+      if (display !== name) dl.append(h("option", { value: display, label }));
+      dl.append(h("option", { value: name, label }));
+      if (!displayNames.has(display.toLowerCase())) displayNames.set(display.toLowerCase(), name);
+      displayNames.set(name.toLowerCase(), name);
+    }
   }).catch(() => {});
 
   form.querySelector("#f-q").addEventListener("keydown", (ev) => {

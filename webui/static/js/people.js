@@ -2,11 +2,86 @@
 
 import { api } from "./api.js";
 import { bdi, clear, h, link } from "./dom.js";
-import { fmtAgo, fmtCost, fmtDuration, fmtFullTime, fmtNum, fmtTime } from "./format.js";
+import { fmtAgo, fmtCost, fmtDuration, fmtFullTime, fmtNum, fmtPct, fmtTime } from "./format.js";
 import { live } from "./live.js";
 import { emptyState, notice, pager, pluginChip, statusBadge, traceTable } from "./widgets.js";
 
-function pagedTable({ title, hint, path, key, columns, row }) {
+const SPEND_WINDOWS = [["today", "Today"], ["7d", "Last 7 days"], ["30d", "Last 30 days"], ["all", "All time"]];
+
+/** The `since` of a spend window: local midnight for "today" (ns since the epoch). */
+function spendSince(win) {
+  if (win === "today") {
+    const midnight = new Date();
+    midnight.setHours(0, 0, 0, 0);
+    return `${midnight.getTime()}000000`;
+  }
+  return win === "all" ? undefined : win;
+}
+
+/** Top spenders (GET /spend): tokens and cost per user or conversation over a window. */
+function spendCard(by) {
+  const noun = by === "user" ? "User" : "Conversation";
+  const sel = h("select", { class: "spend-window", "aria-label": "Spend window" },
+    SPEND_WINDOWS.map(([v, l]) => h("option", { value: v }, l)));
+  sel.value = "7d";
+  const tbody = h("tbody");
+  const status = h("div", { class: "table-status" });
+  const totals = h("p", { class: "hint spend-totals" });
+  const table = h("table", { class: "people spend" },
+    h("thead", null, h("tr", null, [["num", "#"], ["", noun], ["num", "Messages"], ["num", "Tokens in / out"], ["num", "Cost"],
+      ["c-bars", "Share of cost"], ["", "LLM tokens by plugin"]].map(([cls, label]) => h("th", { class: cls, scope: "col" }, label)))),
+    tbody);
+  const el = h("section", { class: "spend-card card", "aria-label": "Top spenders" },
+    h("div", { class: "view-head" }, h("h2", null, "Top spenders"), h("div", { class: "controls" }, sel)),
+    totals, status, h("div", { class: "table-wrap" }, table));
+  el.style.padding = "12px 16px 6px";
+  el.style.marginBottom = "14px";
+  let gen = 0;
+  async function load() {
+    const mine = ++gen;
+    try {
+      const out = await api.get("spend", { by, since: spendSince(sel.value), limit: 10 });
+      if (mine !== gen) return;
+      clear(tbody);
+      clear(status);
+      const t = out.totals || {};
+      totals.textContent = `${fmtNum(t.trace_count)} messages · ${fmtNum(t.input_tokens)} / ${fmtNum(t.output_tokens)} tokens · `
+        + `${fmtCost(t.cost_usd)} in this window${out.plugin_shares_partial ? " (plugin shares from the newest traces)" : ""}`;
+      if (!out.groups.length) status.append(emptyState("Nothing spent in this window."));
+      out.groups.forEach((g, i) => tbody.append(spendRow(by, g, i + 1)));
+    } catch (err) {
+      if (mine === gen) clear(status).append(notice("error", err.message));
+    }
+  }
+  sel.addEventListener("change", load);
+  load();
+  return el;
+}
+
+function spendRow(by, g, rank) {
+  const key = String(g.key);
+  const target = by === "user" ? `user?user_id=${encodeURIComponent(key)}`
+    : `conversation?${key === g.umo ? "umo" : "session_id"}=${encodeURIComponent(key)}`;
+  const bar = h("span", { class: "lat-bar p50" });
+  bar.style.width = `${(g.cost_share || 0) * 100}%`;
+  const tokens = (g.plugins || []).reduce((n, p) => n + p.input_tokens + p.output_tokens, 0);
+  const shares = (g.plugins || []).slice(0, 4).map((p) => {
+    const share = tokens ? (p.input_tokens + p.output_tokens) / tokens : 0;
+    const chip = p.plugin ? pluginChip(p.plugin, undefined, String(p.display_name || p.plugin)) : h("span", { class: "chip" }, "host");
+    return h("span", { class: "plugin-share", title: `${fmtNum(p.input_tokens)} / ${fmtNum(p.output_tokens)} LLM tokens, ${fmtCost(p.cost_usd)}` },
+      chip, ` ${fmtPct(share)} `);
+  });
+  return h("tr", { dataset: { key } },
+    h("td", { class: "num" }, String(rank)),
+    h("td", null, link(target, { title: by === "session" ? String(g.umo || "") : String(g.sender || "") }, bdi(key))),
+    h("td", { class: "num" }, fmtNum(g.trace_count)),
+    h("td", { class: "num" }, `${fmtNum(g.input_tokens || 0)} / ${fmtNum(g.output_tokens || 0)}`),
+    h("td", { class: "num c-cost" }, fmtCost(g.cost_usd)),
+    h("td", { class: "c-bars", title: fmtPct(g.cost_share) }, h("div", { class: "lat" }, bar)),
+    h("td", { class: "c-shares" }, shares.length ? shares : "–"));
+}
+
+function pagedTable({ title, hint, path, key, columns, row, spend }) {
   return (root) => {
     const tbody = h("tbody");
     const status = h("div", { class: "table-status" });
@@ -16,6 +91,7 @@ function pagedTable({ title, hint, path, key, columns, row }) {
     root.append(h("section", { class: "people-view" },
       h("div", { class: "view-head" }, h("h1", null, title)),
       h("p", { class: "hint" }, hint),
+      spend ? spendCard(spend) : null,
       status,
       h("div", { class: "table-wrap card" }, h("table", { class: "people" },
         h("thead", null, h("tr", null, columns.map(([cls, label]) => h("th", { class: cls, scope: "col" }, label)))), tbody)),
@@ -47,6 +123,7 @@ export const sessionsView = pagedTable({
   hint: "Each session (unified message origin), most recent first.",
   path: "sessions",
   key: "sessions",
+  spend: "session",
   columns: [["", "Session"], ["", "Users"], ["", "Last message"], ["num", "Messages"], ["num", "Errors"], ["num", "Tokens in / out"], ["num", "Cost"]],
   row: (s) => {
     const q = s.session_id ? `session_id=${encodeURIComponent(s.session_id)}` : `umo=${encodeURIComponent(s.umo)}`;
@@ -66,6 +143,7 @@ export const usersView = pagedTable({
   hint: "Everyone who talked to the bot, most recent first.",
   path: "users",
   key: "users",
+  spend: "user",
   columns: [["", "User"], ["", "Name"], ["", "Last message"], ["num", "Sessions"], ["num", "Messages"], ["num", "Errors"], ["num", "Tokens in / out"], ["num", "Cost"]],
   row: (u) => h("tr", null,
     h("td", null, link(`user?user_id=${encodeURIComponent(u.user_id)}`, null, bdi(u.user_id || "(none)"))),

@@ -56,16 +56,20 @@ export function statsView(root, ctx) {
     try {
       const st = await api.get("stats", params);
       if (mine !== gen) return;
-      draw(st.groups || []);
+      draw(st.groups || [], st);
     } catch (err) {
       if (mine === gen) clear(body).append(notice("error", err.message));
     }
   }
 
-  function draw(groups) {
+  function draw(groups, st) {
     clear(body);
     if (!groups.length) {
       body.append(emptyState("Nothing recorded in this window."));
+      return;
+    }
+    if (state.group_by === "plugin") {
+      drawPlugins(groups, st);
       return;
     }
     const scale = Math.max(...groups.map((g) => g.p95_ms || 0), 1e-9);
@@ -102,6 +106,59 @@ export function statsView(root, ctx) {
       h("thead", null, h("tr", null,
         ["Name", "Count", "Errors", "p50", "p95", "p99", "Latency", "Total time", "Tokens in / out", "Cost"].map((c, i) =>
           h("th", { scope: "col", class: i === 0 ? "c-key" : i === 6 ? "c-bars" : "num" }, c)))),
+      tbody)));
+  }
+
+  // Per plugin: every span attributed to it; the percentiles are of its top-level spans
+  // (what a caller waited for), the sums of all its spans, with a breakdown by span type.
+  function drawPlugins(groups, st) {
+    const sample = st.percentiles_from || {};
+    body.append(h("p", { class: "hint plugin-stats-hint" },
+      "Every span attributed to a plugin counts: its handlers, tools, LLM calls, IO, subagents and own spans. ",
+      "p50 / p95 / p99 are of its top-level spans (those not inside another span of the same plugin)",
+      sample.capped ? `, from the newest ${fmtNum(sample.traces)} traces of the window.` : ".",
+      " Sorted by self time (time in the plugin's own code)."));
+    const scale = Math.max(...groups.map((g) => g.p95_ms || 0), 1e-9);
+    const tbody = h("tbody");
+    const since = state.since === "all" ? undefined : state.since;
+    for (const g of groups) {
+      const key = String(g.key);
+      const display = String(g.display_name || key);
+      const hue = String(pluginHue(key));
+      const bars = [["p95", g.p95_ms], ["p50", g.p50_ms]].map(([cls, v]) => {
+        const bar = h("span", { class: `lat-bar ${cls} plugin-colored` });
+        bar.style.width = `${((v || 0) / scale) * 100}%`;
+        bar.style.setProperty("--ph", hue);
+        return bar;
+      });
+      const label = [pluginChip(key, g.plugin_type, display),
+        display !== key ? h("span", { class: "plugin-internal" }, " (", bdi(key), ")") : null];
+      const types = (g.by_type || []).map((t) => h("span", {
+        class: `chip span-type-chip${t.errors ? " err" : ""}`,
+        title: `${t.span_type}: ${fmtNum(t.count)} spans, ${fmtNum(t.errors)} errors, total ${fmtMs(t.total_ms)}, self ${fmtMs(t.self_ms)}`
+          + (t.input_tokens || t.output_tokens ? `, tokens ${fmtNum(t.input_tokens)} / ${fmtNum(t.output_tokens)}` : ""),
+        dataset: { spanType: t.span_type },
+      }, `${t.span_type} ×${fmtNum(t.count)}${t.errors ? ` (${fmtNum(t.errors)} err)` : ""} · ${fmtMs(t.total_ms)}`));
+      tbody.append(h("tr", { class: g.errors ? "has-errors" : "", dataset: { plugin: key } },
+        h("th", { scope: "row", class: "c-key" },
+          link(`${qs({ plugin: key, since })}`, { title: `Show the traces of ${display} (${key})` }, label)),
+        h("td", { class: "num c-count" }, fmtNum(g.count)),
+        h("td", { class: `num c-errors${g.errors ? " err" : ""}` }, `${fmtPct(g.error_rate)}${g.errors ? ` (${fmtNum(g.errors)})` : ""}`),
+        h("td", { class: "num c-p50" }, fmtMs(g.p50_ms)),
+        h("td", { class: "num c-p95" }, fmtMs(g.p95_ms)),
+        h("td", { class: "num c-p99" }, fmtMs(g.p99_ms)),
+        h("td", { class: "c-bars", title: `top-level spans: ${fmtNum(g.top_count)} · p50 ${fmtMs(g.p50_ms)} · p95 ${fmtMs(g.p95_ms)}` },
+          h("div", { class: "lat" }, ...bars)),
+        h("td", { class: "num c-total" }, fmtMs(g.total_ms)),
+        h("td", { class: "num c-self" }, fmtMs(g.self_ms)),
+        h("td", { class: "num" }, g.input_tokens || g.output_tokens ? `${fmtNum(g.input_tokens)} / ${fmtNum(g.output_tokens)}` : "–"),
+        h("td", { class: "num" }, fmtCost(g.cost_usd)),
+        h("td", { class: "c-types" }, types)));
+    }
+    const cols = ["Plugin", "Spans", "Errors", "p50", "p95", "p99", "Latency (top-level)", "Total time", "Self time", "Tokens in / out", "Cost", "By span type"];
+    body.append(h("div", { class: "table-wrap card" }, h("table", { class: "stats stats-plugins" },
+      h("thead", null, h("tr", null, cols.map((c, i) =>
+        h("th", { scope: "col", class: i === 0 ? "c-key" : i === 6 ? "c-bars" : i === 11 ? "c-types" : "num" }, c)))),
       tbody)));
   }
 
