@@ -5,6 +5,7 @@
 // grows as span events arrive on the live stream.
 
 import { api, ApiError } from "./api.js";
+import { criticalPath, summarize } from "./critical.js";
 import { bdi, clear, escapeBidi, h, icon, link, reveal } from "./dom.js";
 import { fmtCost, fmtDuration, fmtFullTime, fmtNum, fmtTime, pluginHue } from "./format.js";
 import { live } from "./live.js";
@@ -18,6 +19,8 @@ const TYPE_ICON = {
   message: "message", pipeline_stage: "stage", plugin_call: "handler", llm_call: "llm",
   tool_call: "tool", subagent_call: "agent", io_call: "io", custom: "dot",
 };
+const CP_KEY = "botrace-critical-path"; // "off" when the reader switched the highlight off
+const CP_LIST = 5; // entries of "where the time went" before "other"
 const TYPE_LABEL = {
   message: "message", pipeline_stage: "stage", plugin_call: "handler", llm_call: "LLM call",
   tool_call: "tool call", subagent_call: "subagent", io_call: "IO", custom: "custom",
@@ -41,9 +44,16 @@ export function traceView(root, ctx) {
   let loaded = false;
   let drawnMarked = false;
   let rootEnd = 0; // end of the trace's root span once it finished: spans starting later are late
+  // the critical path: computed once the trace has finished, again when a (late) span arrives
+  let cp = null;
+  let cpDirty = true;
+  let cpVersion = 0;
+  let cpOn = localStorage.getItem(CP_KEY) !== "off";
+  const cpSegs = new Map(); // span_id -> its stretches on the path [{startNs, endNs}]
 
   // -- skeleton ---------------------------------------------------------------------
   const headEl = h("header", { class: "trace-head card" });
+  const cpBox = h("section", { class: "critical-summary card", "aria-label": "Where the time went" });
   const axis = h("div", { class: "col-wf axis", "aria-hidden": "true" });
   const spacer = h("div", { class: "tree-spacer" });
   const scroller = h("div", {
@@ -54,7 +64,7 @@ export function traceView(root, ctx) {
     emptyState("Select a span to see its input, output and metadata."));
   const treePane = h("section", { class: "tree-pane card", "aria-label": "Spans" },
     h("div", { class: "tree-head" }, h("div", { class: "col-name" }, "Span"), axis), treeStatus, scroller);
-  root.append(h("div", { class: "trace-view" }, headEl, h("div", { class: "trace-body" }, treePane, detail)));
+  root.append(h("div", { class: "trace-view" }, headEl, cpBox, h("div", { class: "trace-body" }, treePane, detail)));
 
   // -- the model ---------------------------------------------------------------------
   function finished(s) {
@@ -62,6 +72,7 @@ export function traceView(root, ctx) {
   }
 
   function addSpan(s) {
+    cpDirty = true;
     const known = nodes.get(s.span_id);
     if (known) {
       // a finished span never goes back to running (events and REST may arrive in any order)
@@ -161,6 +172,7 @@ export function traceView(root, ctx) {
     if (structureDirty) flatten();
     const running = timeBounds();
     rootEnd = rootEndNs();
+    updateCritical(running);
     spacer.style.height = `${rows.length * ROW_H}px`;
     drawAxis();
     const top = scroller.scrollTop;
@@ -171,7 +183,7 @@ export function traceView(root, ctx) {
       const node = rows[i];
       const id = node.s.span_id;
       keep.add(id);
-      const key = `${node.version}|${i}|${node.depth}|${selected === id}|${collapsed.has(id)}|${node.children.length}|${t0}|${t1}|${rootEnd}`;
+      const key = `${node.version}|${i}|${node.depth}|${selected === id}|${collapsed.has(id)}|${node.children.length}|${t0}|${t1}|${rootEnd}|${cpOn}|${cpVersion}`;
       const have = rendered.get(id);
       if (have && have.key === key) continue;
       const el = rowElement(node, i);
@@ -216,8 +228,10 @@ export function traceView(root, ctx) {
     const hasKids = node.children.length > 0;
     const isCollapsed = collapsed.has(id);
     const late = isLate(s);
+    const onPath = cpOn && cp ? cp.contributions.get(id) : undefined;
+    const pathClass = cpOn && cp ? (onPath !== undefined ? " critical" : " off-path") : "";
     const el = h("div", {
-      class: `span-row type-${s.span_type} status-${s.status}${selected === id ? " selected" : ""}${late ? " late" : ""}`,
+      class: `span-row type-${s.span_type} status-${s.status}${selected === id ? " selected" : ""}${late ? " late" : ""}${pathClass}`,
       id: `row-${id}`, role: "treeitem", "aria-level": String(node.depth + 1),
       "aria-selected": String(selected === id), dataset: { spanId: id, index: String(index) },
     });
@@ -234,7 +248,11 @@ export function traceView(root, ctx) {
       toggle(id);
     });
     const plugin = s.plugin && s.plugin.name ? s.plugin : null;
-    const name = h("div", { class: "col-name" }, indent, caret,
+    const cpMark = onPath !== undefined
+      ? h("span", { class: "cp-mark", role: "img", "aria-label": "on the critical path",
+        title: `On the critical path: ${fmtDuration(onPath)} (${pctText(onPath / cp.totalNs)} of the trace)` }, "◆")
+      : null;
+    const name = h("div", { class: "col-name" }, indent, caret, cpMark,
       icon(TYPE_ICON[s.span_type] || "dot", "icon type-icon"),
       h("span", { class: "span-name", title: `${s.name} (${TYPE_LABEL[s.span_type] || s.span_type})` }, bdi(s.name)),
       plugin ? pluginChip(plugin.name, plugin.plugin_type, plugin.display_name) : null,
@@ -253,7 +271,13 @@ export function traceView(root, ctx) {
     const label = h("span", { class: "bar-label" }, finished(s) ? fmtDuration(s.duration_ns ?? end - start) : "…");
     label.style.left = `${(end / total) * 100}%`;
     if (end / total > 0.8) label.classList.add("inside");
-    const wf = h("div", { class: "col-wf" }, bar, label);
+    const stretches = onPath !== undefined ? (cpSegs.get(id) || []).map((seg) => {
+      const mark = h("div", { class: "cp-seg" });
+      mark.style.left = `${((seg.startNs - t0) / total) * 100}%`;
+      mark.style.width = `max(2px, ${((seg.endNs - seg.startNs) / total) * 100}%)`;
+      return mark;
+    }) : [];
+    const wf = h("div", { class: "col-wf" }, bar, stretches, label);
     el.append(name, wf);
     el.addEventListener("click", () => select(id, true));
     el.addEventListener("dblclick", () => toggle(id));
@@ -269,6 +293,81 @@ export function traceView(root, ctx) {
       stack.push(...c.children);
     }
     return n;
+  }
+
+  // -- critical path -------------------------------------------------------------------
+  /** Recompute the path when spans changed and the trace is not running (cheap: n log n). */
+  function updateCritical(running) {
+    if (!cpDirty && !(running && cp)) return;
+    if (running) {
+      if (cp || !cpBox.dataset.state) {
+        cp = null;
+        cpSegs.clear();
+        cpVersion++;
+        drawCritical();
+      }
+      return; // computed when it finishes
+    }
+    cpDirty = false;
+    cp = criticalPath([...nodes.values()].map((n) => n.s));
+    cpSegs.clear();
+    if (cp) {
+      for (const seg of cp.segments) {
+        if (!cpSegs.has(seg.spanId)) cpSegs.set(seg.spanId, []);
+        cpSegs.get(seg.spanId).push(seg);
+      }
+    }
+    cpVersion++;
+    drawCritical();
+  }
+
+  function drawCritical() {
+    clear(cpBox);
+    const toggleBtn = h("button", {
+      type: "button", class: "secondary cp-toggle", "aria-pressed": String(cpOn),
+      title: "Mark the spans that determined the message's end-to-end time",
+      onclick: () => {
+        cpOn = !cpOn;
+        localStorage.setItem(CP_KEY, cpOn ? "on" : "off");
+        cpVersion++;
+        drawCritical();
+        schedule();
+      },
+    }, h("span", { class: "cp-mark", "aria-hidden": "true" }, "◆"), " Critical path");
+    const title = h("h2", null, "Where the time went");
+    if (!cp) {
+      cpBox.dataset.state = "running";
+      cpBox.append(h("div", { class: "cp-head" }, title, toggleBtn),
+        h("p", { class: "hint" }, "The critical path is worked out when the trace finishes."));
+      return;
+    }
+    cpBox.dataset.state = "ready";
+    const byId = new Map();
+    for (const [id, n] of nodes) byId.set(id, n.s);
+    const groups = summarize(byId, cp);
+    const shown = groups.slice(0, CP_LIST);
+    const rest = groups.slice(CP_LIST);
+    const items = shown.map((g) => h("li", { dataset: { share: String(g.share) } },
+      h("button", {
+        type: "button", class: "link-button cp-entry", dataset: { span: g.spanIds[0] },
+        title: `${g.spanIds.length > 1 ? `${g.spanIds.length} spans, ` : ""}${fmtDuration(g.ns)} on the critical path`,
+        onclick: () => select(g.spanIds[0], true),
+      }, h("span", { class: "cp-pct" }, pctText(g.share)), " ", bdi(g.label),
+      g.spanIds.length > 1 ? h("span", { class: "cp-count" }, ` ×${g.spanIds.length}`) : null,
+      h("span", { class: "cp-dur" }, ` ${fmtDuration(g.ns)}`))));
+    if (rest.length) {
+      const share = rest.reduce((a, g) => a + g.share, 0);
+      items.push(h("li", { class: "cp-other", dataset: { share: String(share) } },
+        h("span", { class: "cp-pct" }, pctText(share)), ` ${rest.length} other`));
+    }
+    cpBox.append(h("div", { class: "cp-head" }, title, toggleBtn),
+      h("ol", { class: "cp-list" }, items));
+  }
+
+  function pctText(share) {
+    const pct = share * 100;
+    if (pct > 0 && pct < 1) return "<1 %";
+    return `${Math.round(pct)} %`;
   }
 
   // -- interaction ---------------------------------------------------------------------
