@@ -265,3 +265,17 @@ def test_sampling_settings_are_read_from_strings_and_shown():
     shown = s.to_dict()
     assert shown["trace_sample_keep_users"] == ["42", "Bob"] and shown["trace_sample_rate"] == 0.1
     assert Settings().trace_sample_rate == 1.0 and SampleRule.from_settings(Settings()) is None
+
+
+def test_a_hosts_message_hook_is_sampled_too():
+    tracer, sink = make(trace_sample_rate=0, trace_sample_keep_sessions=["vip-room"])
+    for session in ("vip-room", "other"):
+        with tracer.hook.botrace_trace_message(event=None, name=None,
+                                               attributes={"session_id": session}) as root:
+            with tracer.hook.botrace_trace_stage(stage="ProcessStage", event=None):
+                pass
+    assert tracer.flush()
+    assert [t.attributes["session_id"] for t in sink.traces] == ["vip-room"]
+    assert {s.name for s in sink.finished_spans} == {"message", "ProcessStage"}
+    assert root.trace.sampled is False
+    tracer.close()
