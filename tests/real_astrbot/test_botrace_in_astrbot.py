@@ -349,8 +349,7 @@ def test_the_page_answers_on_its_loopback_port_with_the_traces(lifecycle: Run):
     assert page["status"] == 200
     outlines = {t["outline"] for t in page["body"]["traces"]}
     health = lifecycle.step("page-health")["result"]["body"]
-    import json; open("/tmp/dbg.json","w").write(json.dumps([page, health, lifecycle.results["steps"]], default=str, indent=1))
-    assert {"/probe hi", "What is the weather in Paris?"} <= outlines, (page, health)
+    assert {"/probe hi", "What is the weather in Paris?"} <= outlines, page
     adapter = next(s for s in health["tracer"]["sinks"] if s["name"] == "astrbot adapter")
     assert adapter["astrbot_version"] == "4.14.6" and adapter["unavailable"] == {}
     assert adapter["state"] == "ok" and health["status"] == "ok"
