@@ -474,13 +474,16 @@ def _cover(lo: int | None, hi: int | None, grains: tuple[int, ...]
 
 
 async def stats(conn: Any, group_by: Any = "stage", since_ns: Any = None, until_ns: Any = None,
-                filters: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                filters: Mapping[str, Any] | None = None, *,
+                percentiles: bool = True) -> dict[str, Any]:
     """Statistics per group over span start times in ``[since_ns, until_ns)``.
 
     Whole minutes / hours / days of the window come from ``stats_rollup`` (a few rows per
     bucket), the part-minutes at its edges from the spans of that minute; so the answer
     is exact whatever the window, and its cost grows with the number of buckets, not of
-    spans. A ``user_id`` / ``session_id`` filter reads the spans of those traces."""
+    spans. A ``user_id`` / ``session_id`` filter reads the spans of those traces.
+    ``percentiles=False`` leaves out a plugin's top-level percentiles (group ``plugin``:
+    then no span is read besides the window's part-minute edges)."""
     group = _text_param("group_by", group_by) or "stage"
     if group not in STAT_GROUPS:
         raise QueryError("group_by", f"must be one of {', '.join(STAT_GROUPS)}; got {group[:40]!r}")
@@ -509,7 +512,7 @@ async def stats(conn: Any, group_by: Any = "stage", since_ns: Any = None, until_
     by_trace = [(key, v) for key in ("user_id", "session_id")
                 if (v := _text_param(key, filters.get(key))) is not None]
     if group == "plugin":
-        return await _plugin_stats(conn, since, until, plugin, status, by_trace)
+        return await _plugin_stats(conn, since, until, plugin, status, by_trace, percentiles)
     groups: dict[str, dict[str, Any]] = {}
     if by_trace:
         # the spans of the matching traces (traces index -> their span_chunks rows)
@@ -657,14 +660,15 @@ async def _add_edge(conn: Any, groups: dict[str, dict[str, Any]], match: tuple,
 
 #: a plugin's percentiles are of its top-level spans, read from the spans of at most this
 #: many traces of the window, newest first (the rollup does not know a span's parent)
-PLUGIN_SAMPLE_TRACES = 2_000
+PLUGIN_SAMPLE_TRACES = 1_000
 _PLUGIN_ROLLUP = ("SELECT plugin, span_type, status, n, dur_ns, self_ns, max_ns, input_tokens, "
                   "output_tokens, cached_tokens, cost_usd FROM stats_rollup "
                   "WHERE grain = ? AND plugin != ''")
 
 
 async def _plugin_stats(conn: Any, since: int | None, until: int | None, plugin: str | None,
-                        status: str | None, by_trace: list[tuple[str, str]]) -> dict[str, Any]:
+                        status: str | None, by_trace: list[tuple[str, str]],
+                        percentiles: bool = True) -> dict[str, Any]:
     """Per plugin, every span attributed to it (plugin_call, its tools, LLM calls, IO,
     subagent and custom spans): count, errors, total and self time, tokens and cost, from
     the rollup (exact), with a breakdown by span type; p50/p95/p99 of its *top-level* spans
@@ -704,8 +708,11 @@ async def _plugin_stats(conn: Any, since: int | None, until: int | None, plugin:
             else:
                 texts = await _edge_texts(conn, a, b)
                 await asyncio.to_thread(_plugin_entries, per_type, {}, texts, match, a, b, False)
-        texts, sample = await _sample_texts(conn, since, until)
-        await asyncio.to_thread(_plugin_entries, {}, top, texts, match, since, until, True)
+        if percentiles:
+            texts, sample = await _sample_texts(conn, since, until)
+            await asyncio.to_thread(_plugin_entries, {}, top, texts, match, since, until, True)
+        else:
+            sample = {"traces": 0, "capped": True}
     described = await _plugin_table(conn)
     plugins: dict[str, dict[str, Any]] = {}
     for (name, stype), g in per_type.items():

@@ -224,6 +224,12 @@ async def test_the_api_serves_spend_and_display_name_filters(store, aiohttp_clie
                                                                           for i in (2, 0)]
         st = await (await client.get(f"{API_PREFIX}/stats", params={"group_by": "plugin"})).json()
         assert {g["key"]: g["display_name"] for g in st["groups"]}["tooler"] == "Tool Only"
+        assert by_key(st)["tooler"]["p99_ms"] > 1900
+        st = await (await client.get(f"{API_PREFIX}/stats", params={
+            "group_by": "plugin", "percentiles": "false"})).json()
+        assert by_key(st)["tooler"]["p99_ms"] is None and by_key(st)["tooler"]["count"] == 3
+        resp = await client.get(f"{API_PREFIX}/stats", params={"percentiles": "maybe"})
+        assert resp.status == 400 and (await resp.json())["param"] == "percentiles"
     finally:
         await tracer.aclose()
 
@@ -265,3 +271,15 @@ async def test_the_demo_plugins_all_have_rows_and_the_flaky_tool_timeout_shows(t
     assert {"subagent_call", "tool_call", "llm_call"} <= {
         t["span_type"] for t in groups["search"]["by_type"]}
     assert "tool_call" in {t["span_type"] for t in groups["reminder"]["by_type"]}
+
+
+async def test_without_percentiles_no_span_is_read_and_the_sums_stay(store, monkeypatch):
+    from botrace import query
+
+    async def no_sample(*args):
+        raise AssertionError("spans read")
+
+    monkeypatch.setattr(query, "_sample_texts", no_sample)
+    groups = by_key(await store.stats("plugin", percentiles=False))
+    assert groups["tooler"]["count"] == 3 and groups["tooler"]["p99_ms"] is None
+    assert groups["alpha"]["display_name"] == "Alpha Helper"

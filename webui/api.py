@@ -192,7 +192,8 @@ async def stats(request: web.Request) -> web.Response:
     q = _query(request, request.app[keys.ROUTES]["stats"])
     filters = {k: q[k] for k in ("plugin", "user_id", "session_id", "status") if k in q}
     result = await _store(request).stats(group_by=q["group_by"], since_ns=q.get("since"),
-                                         until_ns=q.get("until"), filters=filters or None)
+                                         until_ns=q.get("until"), filters=filters or None,
+                                         percentiles=q["percentiles"])
     return _json(result)
 
 
@@ -417,7 +418,9 @@ ROUTES: tuple[ApiRoute, ...] = (
                  Param("group_by", "enum", "what to group spans by",
                        choices=("stage", "plugin", "tool", "model", "span_type", "name"), default="stage"),
                  SINCE, UNTIL, PLUGIN, USER, SESSION,
-                 Param("status", "enum", "span status", choices=TRACE_STATUSES)),
+                 Param("status", "enum", "span status", choices=TRACE_STATUSES),
+                 Param("percentiles", "bool", "group_by=plugin: false leaves out the top-level "
+                       "percentiles (no spans read; for a list of plugins)", default=True)),
              responses={"200": "{group_by, groups: [{key, count, errors, p50_ms, p95_ms, ...}]}"}),
     ApiRoute("GET", "/spend", "spend", "Tokens and cost per user or conversation, top spenders first",
              spend, (

@@ -435,9 +435,11 @@ class TraceStore:
                                       tree_only=tree_only)
 
     async def stats(self, group_by: str = "stage", since_ns: Any = None, until_ns: Any = None,
-                    filters: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                    filters: Mapping[str, Any] | None = None, *,
+                    percentiles: bool = True) -> dict[str, Any]:
         """Latency, error and token statistics per stage / plugin / tool / model."""
-        return await _query.stats(await self._reader(), group_by, since_ns, until_ns, filters)
+        return await _query.stats(await self._reader(), group_by, since_ns, until_ns, filters,
+                                  percentiles=percentiles)
 
     async def sessions(self, filters: Mapping[str, Any] | None = None, limit: Any = 50,
                        cursor: str | None = None) -> dict[str, Any]:

@@ -92,7 +92,7 @@ export function listView(root, ctx) {
 
   // plugin names for the datalist, from the stats of the last week (best effort): every
   // plugin with a span, offered by display name and by name ("Search agent (search)")
-  api.get("stats", { group_by: "plugin", since: "7d" }).then((st) => {
+  api.get("stats", { group_by: "plugin", since: "7d", percentiles: "false" }).then((st) => {
     const dl = form.querySelector("datalist");
     for (const g of st.groups || []) {
       const name = String(g.key);
