@@ -15,14 +15,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from storeutil import count, rows
+from storeutil import count, locked_by_another_process, rows
 
 from botrace import Tracer, hookimpl
 from botrace.store import TraceStore
@@ -85,33 +84,17 @@ async def test_a_killed_writer_process_is_restarted_and_loses_nothing(tmp_path: 
     assert_whole(db, 250)
 
 
-LOCKER = """
-import sqlite3, sys
-conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=10)
-conn.execute("BEGIN EXCLUSIVE")
-print("locked", flush=True)
-sys.stdin.readline()
-conn.execute("COMMIT")
-"""
-
 
 async def test_batches_a_killed_writer_had_not_written_go_to_the_next_one(tmp_path: Path) -> None:
     db = tmp_path / "inflight.db"
     store = TraceStore(db, busy_timeout_ms=50, max_backoff=0.1, flush_interval=0.0)
     store.retention_days = 0
     await store.open()
-    locker = subprocess.Popen([sys.executable, "-c", LOCKER, str(db)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert locker.stdout.readline().strip() == "locked"
+    with locked_by_another_process(db):
         feed_all(store, synthetic_traces(30, seed=2))
         await wait_for(lambda: store.write_errors > 0)  # the writer holds them, retrying
         kill_writer(store)
         await wait_for(lambda: store.health()["writer_restarts"] == 1)
-    finally:
-        locker.stdin.write("\n")
-        locker.stdin.flush()
-        locker.wait(timeout=10)
     assert await store.flush(timeout=30)
     assert store.dropped == 0
     await store.close()

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from storeutil import count
+from storeutil import count, locked_by_another_process
 
 from botrace import Tracer
 from botrace.store import TraceStore
@@ -65,33 +65,17 @@ async def test_disk_full_counts_losses_and_recovers_when_space_returns(tmp_path:
     await store.close()
 
 
-LOCKER = """
-import sqlite3, sys
-conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=10)
-conn.execute("BEGIN EXCLUSIVE")
-print("locked", flush=True)
-sys.stdin.readline()
-conn.execute("COMMIT")
-"""
-
 
 async def test_database_locked_by_another_process_delays_writes_without_loss(tmp_path: Path) -> None:
     db = tmp_path / "locked.db"
     store = TraceStore(db, busy_timeout_ms=50, max_backoff=0.1, flush_interval=0.0)
     await store.open()
-    locker = subprocess.Popen([sys.executable, "-c", LOCKER, str(db)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert locker.stdout.readline().strip() == "locked"
+    with locked_by_another_process(db):
         traces = list(synthetic_traces(50))
         await asyncio.to_thread(feed_all, store, traces)
         await wait_for(lambda: store.write_errors > 0)
         assert "locked" in store.health()["last_error"]
         assert not await store.flush(timeout=0.2)  # held back, not lost
-    finally:
-        locker.stdin.write("\n")
-        locker.stdin.flush()
-        locker.wait(timeout=10)
     assert await store.flush(timeout=10)
     assert count(db, "SELECT count(*) FROM traces") == 50
     assert count(db, "SELECT count(*) FROM spans") == 50 * 20
