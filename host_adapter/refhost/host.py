@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from botrace.prompt import request_diff, request_input
 from botrace_host_adapter.configfile import JsonConfigFile
 from botrace_host_adapter.emitter import SpanEmitter, iterate_in_span
 from botrace_host_adapter.refhost.agent import AgentRunner
@@ -237,7 +238,9 @@ class RefHost:
         provider = self.provider
         model = model or provider.get_model()
         span = self.emitter.llm_call(model, provider=provider.provider_id, purpose=purpose,
-                                     stream=stream, messages=messages[-1:] if messages else None)
+                                     stream=stream)
+        if span:  # the whole request, bounded (botrace.prompt): system prompt, history, tools
+            span.set_input(request_input(messages, tools))
         if not stream:
             with span:
                 resp = await provider.text_chat(messages, tools, model)
@@ -276,14 +279,18 @@ class RefHost:
         if not handlers:
             return
         emit = self.emitter
+        req = args[0] if event_type is EventType.OnLLMRequestEvent and args else None
         for h in handlers:
             with emit.handler(h.display_name, module_path=h.handler_module_path,
                               event_type=event_type.value) as span:
+                before = _request_snapshot(req) if req is not None and span else None
                 try:
                     await h.handler(event, *args)
                 except Exception as exc:
                     span.set_error(exc)
                     log.warning("plugin %s hook %s failed: %r", h.plugin_name, h.handler_name, exc)
+                if before is not None:
+                    _record_request_change(span, before, _request_snapshot(req))
 
     # -- convenience for drivers and tests --
     async def send(self, text: str, *, user_id: str = "alice", session: str | None = None,
@@ -295,6 +302,25 @@ class RefHost:
 
     async def gather(self, *events: MessageEvent) -> list[MessageEvent]:
         return list(await asyncio.gather(*(self.handle_event(e) for e in events)))
+
+
+def _request_snapshot(req: ProviderRequest) -> dict[str, Any]:
+    """What an ``on_llm_request`` hook may change (the history as a shallow copy: the
+    messages themselves are not copied)."""
+    return {"prompt": req.prompt, "system_prompt": req.system_prompt,
+            "contexts": list(req.contexts), "model": req.model}
+
+
+def _record_request_change(span: Any, before: dict[str, Any], after: dict[str, Any]) -> None:
+    """On a hook's span: what it added to the request (botrace.prompt.request_diff)."""
+    diff = request_diff(before, after)
+    if after["model"] != before["model"]:
+        diff = {**(diff or {}), "model": after["model"]}
+    if diff:
+        span.set_meta(changed=[k for k in ("prompt", "system_prompt", "contexts", "model")
+                               if before[k] != after[k]],
+                      tokens_added_est=diff.get("tokens_added_est", 0))
+        span.set_output(request_added=diff)
 
 
 def _record_llm(span: Any, resp: LLMResponse, tools: list[dict[str, Any]] | None,
