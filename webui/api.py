@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from botrace.compare import compare_traces
 from botrace.critical_path import critical_path_doc
 from botrace.tree import build_tree
 from botrace_webui import keys
@@ -186,6 +187,25 @@ async def download_trace(request: web.Request) -> web.Response:
                                                  for s in doc["spans"]]}
         name = f"trace-{tid}.json"
     return _json(body, headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+def _trace_id_param(q: dict[str, Any], name: str) -> str:
+    raw = q.get(name)
+    if raw is None:
+        raise BadParam(name, f"parameter {name!r} is required (a trace id)")
+    tid = raw.strip().lower()
+    if not HEX32.match(tid):
+        raise BadParam(name, f"{name} must be a trace id (32 hex characters), got {raw!r}")
+    return tid
+
+
+async def compare(request: web.Request) -> web.Response:
+    q = _query(request, request.app[keys.ROUTES]["compare"])
+    a, b = _trace_id_param(q, "a"), _trace_id_param(q, "b")
+    doc_a = await _load_trace(request, a)
+    doc_b = doc_a if b == a else await _load_trace(request, b)
+    result = compare_traces(doc_a["spans"], doc_b["spans"])
+    return _json({"a": doc_a["trace"], "b": doc_b["trace"], **result})
 
 
 async def stats(request: web.Request) -> web.Response:
@@ -413,6 +433,16 @@ ROUTES: tuple[ApiRoute, ...] = (
              download_trace, (Param("format", "enum", "json (botrace) or otlp (OTLP/JSON)",
                                     choices=("json", "otlp"), default="json"),),
              responses={"200": "attachment", "404": "unknown trace"}),
+    ApiRoute("GET", "/compare", "compare", "Two traces side by side: their spans aligned by path",
+             compare, (Param("a", "str", "trace id of trace A (32 hex characters; required)", max_length=32),
+                       Param("b", "str", "trace id of trace B (32 hex characters; required)", max_length=32)),
+             responses={"200": "{a, b (the traces' summaries), rows: [{path, name, span_type, depth, "
+                               "occurrence, only: a / b / null, a, b: {span_id, status, start_offset_ns, "
+                               "duration_ns, self_ns, input_tokens, output_tokens, cost_usd, plugin, "
+                               "plugin_display} or null, delta: {duration_ns, self_ns, tokens, cost_usd} "
+                               "(B minus A) or null}], summary: {aligned, only_a, only_b, largest: [row "
+                               "index]}}",
+                       "404": "unknown trace"}),
     ApiRoute("GET", "/stats", "stats", "Latency, errors and tokens per stage/plugin/tool/model",
              stats, (
                  Param("group_by", "enum", "what to group spans by",
