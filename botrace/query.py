@@ -25,7 +25,7 @@ from botrace.store.chunks import decode, latest_spans
 from botrace.tree import build_tree
 
 __all__ = ["QueryError", "get_trace", "list_traces", "resolve_plugin", "sessions", "spend",
-           "stats", "users"]
+           "stats", "trace_points", "users"]
 
 MAX_LIMIT = 500
 #: with combined or scanning filters, ``total`` counts at most this many matches: past
@@ -241,13 +241,53 @@ def trace_summary(row: Any) -> dict[str, Any]:
     }
 
 
+#: list orders besides the default (newest first): the sort key's SQL and its type in a
+#: cursor; "-" in front sorts largest first. Ties keep newest first (start_ns, trace_id).
+#: A running trace has no duration yet and sorts as the shortest.
+SORT_KEYS: dict[str, tuple[str, type]] = {
+    "time": ("t.start_ns", int),
+    "duration": ("COALESCE(t.duration_ns, -1)", int),
+    "tokens": ("(t.input_tokens + t.output_tokens)", int),
+    "cost": ("t.cost_usd", float),
+}
+SORTS = frozenset({*SORT_KEYS, *(f"-{k}" for k in SORT_KEYS)})
+
+
+def parse_sort(value: Any) -> str | None:
+    """``None`` (newest first, the default) or a validated sort: ``duration``,
+    ``-duration``, ``tokens``, ``-tokens``, ``cost``, ``-cost``, ``time``, ``-time``."""
+    sort = _choice_param("sort", value, SORTS)
+    return None if sort == "-time" else sort
+
+
+def _sort_cursor(sort: str, cursor: Any) -> list[Any] | None:
+    """A sorted list's cursor: [sort, key (as text: a float cost keeps its exact repr),
+    start_ns, trace_id]; one from another sort (or the default order) is refused."""
+    after = decode_cursor(cursor, (str, str, int, str))
+    if after is None:
+        return None
+    if after[0] != sort:
+        raise QueryError("cursor", f"this cursor belongs to another sort; got sort={sort!r}")
+    kind = SORT_KEYS[sort.lstrip("-")][1]
+    try:
+        key = kind(after[1])
+    except ValueError:
+        raise QueryError("cursor", "malformed cursor; pass next_cursor back unchanged") from None
+    if (isinstance(key, float) and not math.isfinite(key)) or \
+            (isinstance(key, int) and not -_INT64_MAX - 1 <= key <= _INT64_MAX):
+        raise QueryError("cursor", "malformed cursor; pass next_cursor back unchanged")
+    after[1] = key
+    return after
+
+
 async def list_traces(conn: Any, filters: Mapping[str, Any] | None = None, limit: Any = 50,
-                      cursor: Any = None) -> dict[str, Any]:
+                      cursor: Any = None, sort: Any = None) -> dict[str, Any]:
     f = parse_trace_filters(filters)
+    sort = parse_sort(sort)
     if "plugin" in f:
         f["plugin"] = await resolve_plugin(conn, f["plugin"])
     limit = _limit(limit)
-    after = decode_cursor(cursor, (int, str))
+    after = decode_cursor(cursor, (int, str)) if sort is None else _sort_cursor(sort, cursor)
     driver = next((k for k in _TAG_FILTERS if k in f), None)
     if driver is None:
         # newest first along the (start_ns, trace_id) index
@@ -278,16 +318,29 @@ async def list_traces(conn: Any, filters: Mapping[str, Any] | None = None, limit
         if total > TOTAL_CAP:
             total, capped = TOTAL_CAP, True
     page_where, page_params = list(where), list(params)
-    if after is not None:
+    key_sql = SORT_KEYS[sort.lstrip("-")][0] if sort else None
+    if after is not None and sort is None:
         page_where.append(f"({ts} < ? OR ({ts} = ? AND {tid} < ?))")
         page_params += [after[0], after[0], after[1]]
+    elif after is not None:
+        # past the last row: further along the key, or an equal key and older (ties
+        # are newest first whichever way the key runs)
+        beyond = "<" if sort.startswith("-") else ">"
+        page_where.append(f"({key_sql} {beyond} ? OR ({key_sql} = ? AND "
+                          f"({ts} < ? OR ({ts} = ? AND {tid} < ?))))")
+        page_params += [after[1], after[1], after[2], after[2], after[3]]
     cond = (" WHERE " + " AND ".join(page_where)) if page_where else ""
-    if driver is None and "min_duration_ms" in f and total < RARE:
+    if driver is None and sort is None and "min_duration_ms" in f and total < RARE:
         # few traces that slow: walk the duration index and sort them, rather than the
         # time order skipping nearly every trace (the planner cannot tell the two apart)
         source = "traces t INDEXED BY traces_duration"
     select = _TRACE_SELECT.replace(" FROM traces t", f" FROM {source}")
-    sql = f"{select}{cond} ORDER BY {ts} DESC, {tid} DESC LIMIT ?"
+    order = f"{ts} DESC, {tid} DESC"
+    if sort is not None:
+        # (key_sql from the constant SORT_KEYS) every matching trace is read and the
+        # top of the order kept: the filters bound the cost, not an index
+        order = f"{key_sql} {'DESC' if sort.startswith('-') else 'ASC'}, {order}"
+    sql = f"{select}{cond} ORDER BY {order} LIMIT ?"
     async with conn.execute(sql, [*page_params, limit + 1]) as cur:
         rows = await cur.fetchall()
     more = len(rows) > limit
@@ -295,9 +348,56 @@ async def list_traces(conn: Any, filters: Mapping[str, Any] | None = None, limit
     next_cursor = None
     if more and traces:
         last = traces[-1]
-        next_cursor = encode_cursor(last["start_ns"], last["trace_id"])
+        if sort is None:
+            next_cursor = encode_cursor(last["start_ns"], last["trace_id"])
+        else:
+            next_cursor = encode_cursor(sort, repr(_sort_value(sort, last)), last["start_ns"],
+                                        last["trace_id"])
     return {"traces": traces, "next_cursor": next_cursor, "total": total,
             "total_capped": capped}
+
+
+#: at most this many points in a latency scatter (the newest matching traces)
+MAX_POINTS = 2_000
+
+
+async def trace_points(conn: Any, filters: Mapping[str, Any] | None = None,
+                       limit: Any = 500) -> dict[str, Any]:
+    """The newest ``limit`` finished traces matching the list's filters, as points for a
+    latency scatter: ``{points: [{trace_id, start_ns, duration_ns, status}], more}``,
+    newest first. Walks what a list page walks (the same indexes), without summaries."""
+    f = parse_trace_filters(filters)
+    if "plugin" in f:
+        f["plugin"] = await resolve_plugin(conn, f["plugin"])
+    limit = _int_param("limit", limit, 1, MAX_POINTS) or 500
+    driver = next((k for k in _TAG_FILTERS if k in f), None)
+    if driver is None:
+        source, ts, tid = "traces t", "t.start_ns", "t.trace_id"
+    else:
+        source = ("trace_tags g CROSS JOIN traces t "
+                  "ON t.start_ns = g.start_ns AND t.trace_id = g.trace_id")
+        ts, tid = "g.start_ns", "g.trace_id"
+    where, params = _trace_where(f, driver, ts)
+    where.append("t.duration_ns IS NOT NULL")
+    sql = (f"SELECT t.trace_id, t.start_ns, t.duration_ns, t.status FROM {source} "
+           f"WHERE {' AND '.join(where)} ORDER BY {ts} DESC, {tid} DESC LIMIT ?")
+    async with conn.execute(sql, [*params, limit + 1]) as cur:
+        rows = await cur.fetchall()
+    points = [{"trace_id": r["trace_id"], "start_ns": r["start_ns"],
+               "duration_ns": r["duration_ns"], "status": r["status"]} for r in rows[:limit]]
+    return {"points": points, "more": len(rows) > limit}
+
+
+def _sort_value(sort: str, t: Mapping[str, Any]) -> int | float:
+    """The sort key of a trace summary, as SORT_KEYS computes it in SQL."""
+    key = sort.lstrip("-")
+    if key == "time":
+        return t["start_ns"]
+    if key == "duration":
+        return -1 if t["duration_ns"] is None else t["duration_ns"]
+    if key == "tokens":
+        return t["input_tokens"] + t["output_tokens"]
+    return float(t["cost_usd"])
 
 
 _START = itemgetter(E.START)

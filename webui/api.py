@@ -136,8 +136,16 @@ async def list_traces(request: web.Request) -> web.Response:
     route = request.app[keys.ROUTES]["list_traces"]
     q = _query(request, route)
     page = await _store(request).list_traces(
-        filters=store_filters(q, route.params), limit=q["limit"], cursor=q.get("cursor"))
+        filters=store_filters(q, route.params), limit=q["limit"], cursor=q.get("cursor"),
+        sort=q.get("sort"))
     return _json(page)
+
+
+async def latency(request: web.Request) -> web.Response:
+    route = request.app[keys.ROUTES]["latency"]
+    q = _query(request, route)
+    return _json(await _store(request).trace_points(
+        filters=store_filters(q, route.params), limit=q["limit"]))
 
 
 async def get_trace(request: web.Request) -> web.Response:
@@ -411,8 +419,19 @@ _ROW_META = ("model", "provider", "tool_name", "agent_name", "stage", "handler_n
 
 ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("GET", "/traces", "list_traces", "List traces, newest first, with filters and a cursor",
-             list_traces, (LIMIT, CURSOR, *TRACE_FILTERS),
+             list_traces, (LIMIT, CURSOR, *TRACE_FILTERS,
+                           Param("sort", "enum", "order: -time (newest first, the default), time, "
+                                 "duration, tokens (in + out), cost; a leading - is largest first. "
+                                 "Ties stay newest first; a running trace sorts as the shortest; "
+                                 "the cursor belongs to its sort",
+                                 choices=("-time", "time", "-duration", "duration", "-tokens",
+                                          "tokens", "-cost", "cost"), default="-time")),
              responses={"200": "{traces: [summary], next_cursor, total, total_capped}"}),
+    ApiRoute("GET", "/latency", "latency", "Duration of the newest finished traces matching the "
+             "list's filters (a latency scatter)", latency,
+             (Param("limit", "int", "how many traces, newest first", minimum=1, maximum=2000,
+                    default=500), *TRACE_FILTERS),
+             responses={"200": "{points: [{trace_id, start_ns, duration_ns, status}], more}"}),
     ApiRoute("GET", "/traces/{trace_id}", "get_trace", "One trace: summary and span tree",
              get_trace, (
                  Param("shape", "enum", "tree (nested children) or flat (start order)",

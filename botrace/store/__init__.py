@@ -424,9 +424,14 @@ class TraceStore:
     # ------------------------------------------------------------------ queries
 
     async def list_traces(self, filters: Mapping[str, Any] | None = None, limit: Any = 50,
-                          cursor: str | None = None) -> dict[str, Any]:
-        """Trace summaries, newest first; see docs/QUERY_API.md."""
-        return await _query.list_traces(await self._reader(), filters, limit, cursor)
+                          cursor: str | None = None, sort: str | None = None) -> dict[str, Any]:
+        """Trace summaries, newest first (or by ``sort``); see docs/QUERY_API.md."""
+        return await _query.list_traces(await self._reader(), filters, limit, cursor, sort)
+
+    async def trace_points(self, filters: Mapping[str, Any] | None = None,
+                           limit: Any = 500) -> dict[str, Any]:
+        """The newest finished traces matching ``filters`` as latency points."""
+        return await _query.trace_points(await self._reader(), filters, limit)
 
     async def get_trace(self, trace_id: str, *, flat: bool = False,
                         tree_only: bool = False) -> dict[str, Any] | None:
