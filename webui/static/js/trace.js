@@ -10,6 +10,7 @@ import { bdi, clear, escapeBidi, h, icon, link, reveal } from "./dom.js";
 import { fmtCost, fmtDuration, fmtFullTime, fmtNum, fmtTime, pluginHue } from "./format.js";
 import { live } from "./live.js";
 import { currentView, setView } from "./nav.js";
+import { promptView } from "./prompt.js";
 import { downloadLink, emptyState, notice, pluginChip, statusBadge } from "./widgets.js";
 
 const ROW_H = 28;
@@ -25,6 +26,74 @@ const TYPE_LABEL = {
   message: "message", pipeline_stage: "stage", plugin_call: "handler", llm_call: "LLM call",
   tool_call: "tool call", subagent_call: "subagent", io_call: "IO", custom: "custom",
 };
+const NAME_COL_KEY = "botrace-name-col"; // the tree's name column width (px) the reader chose
+const NAME_COL_MIN = 140;
+const WF_MIN = 160; // the waterfall keeps at least this much
+const SLOWEST = 10; // entries of the "Slowest" list
+
+/** localStorage, or nothing where the page may not use it (AstrBot's sandboxed frame). */
+function stored(key) {
+  try {
+    return localStorage.getItem(key);
+  } catch {
+    return null;
+  }
+}
+
+function store(key, value) {
+  try {
+    if (value === null) localStorage.removeItem(key);
+    else localStorage.setItem(key, value);
+  } catch {
+    /* storage is off */
+  }
+}
+
+/**
+ * A find-in-trace query as terms: `type:tool status:error roll` is three terms, all must
+ * match. Fields: name, plugin, type, status; a bare word (or "quoted words") matches the
+ * name, the plugin, the tool or the model. Returns [{field, value}] in lower case.
+ */
+export function parseFind(text) {
+  const terms = [];
+  const re = /(\w+):"([^"]*)"?|(\w+):(\S+)|"([^"]*)"?|(\S+)/g;
+  for (const m of String(text).matchAll(re)) {
+    const field = (m[1] || m[3] || "").toLowerCase();
+    let value = m[2] ?? m[4] ?? m[5] ?? m[6] ?? "";
+    if (field && !["name", "plugin", "type", "status"].includes(field)) {
+      value = `${field}:${value}`; // not a field: the words as they are
+      terms.push({ field: null, value: value.toLowerCase() });
+      continue;
+    }
+    value = value.toLowerCase();
+    if (value) terms.push({ field: field || null, value });
+  }
+  return terms;
+}
+
+/** Whether span `s` matches every term of parseFind(). */
+export function spanMatches(s, terms) {
+  const name = String(s.name ?? "").toLowerCase();
+  const p = s.plugin || {};
+  const plugin = `${p.name ?? ""}\u0000${p.display_name ?? ""}`.toLowerCase();
+  const m = s.meta || {};
+  for (const { field, value } of terms) {
+    if (field === "name") {
+      if (!name.includes(value)) return false;
+    } else if (field === "plugin") {
+      if (!plugin.includes(value)) return false;
+    } else if (field === "status") {
+      if (!String(s.status ?? "").startsWith(value)) return false;
+    } else if (field === "type") {
+      const t = String(s.span_type ?? "");
+      if (!(t.startsWith(value) || TYPE_ICON[t] === value || (TYPE_LABEL[t] || "").toLowerCase().startsWith(value))) return false;
+    } else {
+      const extra = `${m.tool_name ?? ""}\u0000${m.model ?? ""}`.toLowerCase();
+      if (!name.includes(value) && !plugin.includes(value) && !extra.includes(value)) return false;
+    }
+  }
+  return true;
+}
 
 export function traceView(root, ctx) {
   const tid = (ctx.id || "").toLowerCase();
@@ -48,8 +117,15 @@ export function traceView(root, ctx) {
   let cp = null;
   let cpDirty = true;
   let cpVersion = 0;
-  let cpOn = localStorage.getItem(CP_KEY) !== "off";
+  let cpOn = stored(CP_KEY) !== "off";
   const cpSegs = new Map(); // span_id -> its stretches on the path [{startNs, endNs}]
+  // find in trace: the query's matches in tree order (folded spans too), the one shown
+  let findTerms = [];
+  let findStale = false; // spans changed since the matches were worked out
+  let matches = [];
+  let matchSet = new Set();
+  let matchAt = -1;
+  let findVersion = 0;
 
   // -- skeleton ---------------------------------------------------------------------
   const headEl = h("header", { class: "trace-head card" });
@@ -62,8 +138,26 @@ export function traceView(root, ctx) {
   const treeStatus = h("div", { class: "tree-status" });
   const detail = h("aside", { class: "detail-pane card", "aria-label": "Span details", tabindex: "-1" },
     emptyState("Select a span to see its input, output and metadata."));
+  const findInput = h("input", {
+    type: "search", class: "find-input", placeholder: "Find: name, plugin:…, type:tool, status:error",
+    "aria-label": "Find in trace (Enter: next, Shift+Enter: previous)", autocomplete: "off", spellcheck: "false",
+    title: "Find spans by name, plugin, type or status, e.g. type:tool status:error roll. Enter: next, Shift+Enter: previous, Esc: clear",
+  });
+  const findCount = h("span", { class: "find-count", role: "status", "aria-live": "polite" });
+  const prevBtn = h("button", { type: "button", class: "secondary find-prev", title: "Previous match (Shift+Enter)", "aria-label": "Previous match", disabled: true, onclick: () => stepMatch(-1) }, "↑");
+  const nextBtn = h("button", { type: "button", class: "secondary find-next", title: "Next match (Enter)", "aria-label": "Next match", disabled: true, onclick: () => stepMatch(1) }, "↓");
+  const slowList = h("ol", { class: "slowest-list", hidden: true, "aria-label": "Slowest spans by their own time" });
+  const slowBtn = h("button", { type: "button", class: "secondary slowest-btn", "aria-expanded": "false", title: "The spans that took longest themselves (own time, without their children)", onclick: () => toggleSlowest() }, "Slowest");
+  const errBtn = h("button", { type: "button", class: "secondary errors-btn", disabled: true, title: "Jump to the next span that failed", onclick: () => nextError() }, "Errors");
+  const findBar = h("div", { class: "tree-tools", role: "search" }, findInput, findCount, prevBtn, nextBtn,
+    h("span", { class: "tools-gap" }), h("div", { class: "slowest" }, slowBtn, slowList), errBtn);
+  const colHandle = h("div", {
+    class: "col-resize", role: "separator", tabindex: "0", "aria-orientation": "vertical",
+    "aria-label": "Width of the span names (arrow keys; double-click resets)", title: "Drag to resize the names (double-click: reset)",
+  });
+  const nameHead = h("div", { class: "col-name" }, "Span", colHandle);
   const treePane = h("section", { class: "tree-pane card", "aria-label": "Spans" },
-    h("div", { class: "tree-head" }, h("div", { class: "col-name" }, "Span"), axis), treeStatus, scroller);
+    findBar, h("div", { class: "tree-head" }, nameHead, axis), treeStatus, scroller);
   root.append(h("div", { class: "trace-view" }, headEl, cpBox, h("div", { class: "trace-body" }, treePane, detail)));
 
   // -- the model ---------------------------------------------------------------------
@@ -73,6 +167,7 @@ export function traceView(root, ctx) {
 
   function addSpan(s) {
     cpDirty = true;
+    findStale = true;
     const known = nodes.get(s.span_id);
     if (known) {
       // a finished span never goes back to running (events and REST may arrive in any order)
@@ -173,6 +268,7 @@ export function traceView(root, ctx) {
     const running = timeBounds();
     rootEnd = rootEndNs();
     updateCritical(running);
+    if (findStale) refreshFind(false);
     spacer.style.height = `${rows.length * ROW_H}px`;
     drawAxis();
     const top = scroller.scrollTop;
@@ -183,7 +279,7 @@ export function traceView(root, ctx) {
       const node = rows[i];
       const id = node.s.span_id;
       keep.add(id);
-      const key = `${node.version}|${i}|${node.depth}|${selected === id}|${collapsed.has(id)}|${node.children.length}|${t0}|${t1}|${rootEnd}|${cpOn}|${cpVersion}`;
+      const key = `${node.version}|${i}|${node.depth}|${selected === id}|${collapsed.has(id)}|${node.children.length}|${t0}|${t1}|${rootEnd}|${cpOn}|${cpVersion}|${findVersion}`;
       const have = rendered.get(id);
       if (have && have.key === key) continue;
       const el = rowElement(node, i);
@@ -230,8 +326,9 @@ export function traceView(root, ctx) {
     const late = isLate(s);
     const onPath = cpOn && cp ? cp.contributions.get(id) : undefined;
     const pathClass = cpOn && cp ? (onPath !== undefined ? " critical" : " off-path") : "";
+    const findClass = matchSet.has(id) ? (matches[matchAt] === id ? " match match-current" : " match") : "";
     const el = h("div", {
-      class: `span-row type-${s.span_type} status-${s.status}${selected === id ? " selected" : ""}${late ? " late" : ""}${pathClass}`,
+      class: `span-row type-${s.span_type} status-${s.status}${selected === id ? " selected" : ""}${late ? " late" : ""}${pathClass}${findClass}`,
       id: `row-${id}`, role: "treeitem", "aria-level": String(node.depth + 1),
       "aria-selected": String(selected === id), dataset: { spanId: id, index: String(index) },
     });
@@ -295,6 +392,244 @@ export function traceView(root, ctx) {
     return n;
   }
 
+  // -- find in trace, jumps ------------------------------------------------------------
+  /** Every span in tree order, folded ones too (what find and the jumps walk). */
+  function treeOrder() {
+    const out = [];
+    const stack = [];
+    for (let i = roots.length - 1; i >= 0; i--) stack.push(roots[i]);
+    while (stack.length) {
+      const node = stack.pop();
+      out.push(node);
+      for (let i = node.children.length - 1; i >= 0; i--) stack.push(node.children[i]);
+    }
+    return out;
+  }
+
+  /** Work out the matches again (the query or the spans changed); `jump`: show the first. */
+  function refreshFind(jump) {
+    findStale = false;
+    const before = matches[matchAt];
+    const errors = [];
+    const found = [];
+    for (const node of treeOrder()) {
+      if (node.s.status === "error") errors.push(node.s.span_id);
+      if (findTerms.length && spanMatches(node.s, findTerms)) found.push(node.s.span_id);
+    }
+    errorIds = errors;
+    errBtn.disabled = !errors.length;
+    errBtn.textContent = errors.length ? `Errors ${fmtNum(errors.length)}` : "No errors";
+    matches = found;
+    matchSet = new Set(found);
+    matchAt = before ? found.indexOf(before) : -1;
+    if (jump && found.length) {
+      // the first match at or after the selected span
+      const from = selected && nodes.has(selected) ? treeIndex(selected) : 0;
+      const order = orderIndex();
+      let k = found.findIndex((id) => order.get(id) >= from);
+      if (k < 0) k = 0;
+      matchAt = k;
+      select(found[k], true);
+    }
+    findVersion++;
+    showFindCount();
+    schedule();
+  }
+
+  let orderCache = null;
+  let orderCacheSize = -1;
+  function orderIndex() {
+    if (!orderCache || orderCacheSize !== nodes.size || structureDirty) {
+      orderCache = new Map(treeOrder().map((n, i) => [n.s.span_id, i]));
+      orderCacheSize = nodes.size;
+    }
+    return orderCache;
+  }
+
+  function treeIndex(id) {
+    return orderIndex().get(id) ?? 0;
+  }
+
+  function showFindCount() {
+    const n = matches.length;
+    prevBtn.disabled = nextBtn.disabled = !n;
+    findBar.classList.toggle("finding", findTerms.length > 0);
+    treePane.classList.toggle("finding", findTerms.length > 0);
+    if (!findTerms.length) findCount.textContent = "";
+    else if (!n) findCount.textContent = "no matches";
+    else if (matchAt < 0) findCount.textContent = `${fmtNum(n)} ${n === 1 ? "match" : "matches"}`;
+    else findCount.textContent = `${fmtNum(matchAt + 1)} of ${fmtNum(n)}`;
+    findCount.dataset.count = String(n);
+  }
+
+  function stepMatch(dir) {
+    if (findStale) refreshFind(false);
+    if (!matches.length) return;
+    if (matchAt < 0) {
+      // from the selected span: the next (or previous) match in tree order
+      const from = selected && nodes.has(selected) ? treeIndex(selected) : -1;
+      const order = orderIndex();
+      if (dir > 0) {
+        matchAt = matches.findIndex((id) => order.get(id) > from);
+        if (matchAt < 0) matchAt = 0;
+      } else {
+        matchAt = -1;
+        for (let k = matches.length - 1; k >= 0; k--) {
+          if (order.get(matches[k]) < from) {
+            matchAt = k;
+            break;
+          }
+        }
+        if (matchAt < 0) matchAt = matches.length - 1;
+      }
+    } else {
+      matchAt = (matchAt + dir + matches.length) % matches.length;
+    }
+    findVersion++;
+    select(matches[matchAt], true);
+    showFindCount();
+  }
+
+  let findTimer = 0;
+  findInput.addEventListener("input", () => {
+    clearTimeout(findTimer);
+    findTimer = setTimeout(() => {
+      findTerms = parseFind(findInput.value);
+      matchAt = -1;
+      refreshFind(false);
+    }, 120);
+  });
+  findInput.addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter") {
+      ev.preventDefault();
+      if (findTimer) {
+        clearTimeout(findTimer);
+        findTimer = 0;
+        const terms = parseFind(findInput.value);
+        if (JSON.stringify(terms) !== JSON.stringify(findTerms)) {
+          findTerms = terms;
+          matchAt = -1;
+          refreshFind(false);
+        }
+      }
+      stepMatch(ev.shiftKey ? -1 : 1);
+    } else if (ev.key === "Escape" && findInput.value) {
+      ev.preventDefault();
+      findInput.value = "";
+      findTerms = [];
+      matchAt = -1;
+      refreshFind(false);
+    }
+  });
+
+  let errorIds = [];
+  function nextError() {
+    if (findStale) refreshFind(false);
+    if (!errorIds.length) return;
+    const from = selected && nodes.has(selected) ? treeIndex(selected) : -1;
+    const order = orderIndex();
+    let next = errorIds.find((id) => order.get(id) > from);
+    if (!next) next = errorIds[0];
+    select(next, true);
+    const k = errorIds.indexOf(next);
+    errBtn.textContent = `Errors ${fmtNum(k + 1)}/${fmtNum(errorIds.length)}`;
+  }
+
+  /** Own time (duration minus the time its children cover, merged) of a finished span. */
+  function selfNs(node) {
+    const s = node.s;
+    if (!finished(s) || s.end_ns === undefined || s.end_ns === null) return -1;
+    const lo = s.start_ns || 0;
+    const hi = s.end_ns;
+    const spans = node.children.map((c) => [Math.max(lo, c.s.start_ns || lo), Math.min(hi, c.s.end_ns || hi)])
+      .filter(([a, b]) => b > a).sort((x, y) => x[0] - y[0]);
+    let covered = 0;
+    let curA = -1;
+    let curB = -1;
+    for (const [a, b] of spans) {
+      if (a > curB) {
+        covered += curB - curA;
+        curA = a;
+        curB = b;
+      } else if (b > curB) curB = b;
+    }
+    covered += curB - curA;
+    return Math.max(0, hi - lo - covered);
+  }
+
+  function toggleSlowest(open = slowList.hidden) {
+    slowList.hidden = !open;
+    slowBtn.setAttribute("aria-expanded", String(open));
+    if (!open) return;
+    clear(slowList);
+    const ranked = [...nodes.values()].map((n) => [n, selfNs(n)]).filter(([, ns]) => ns >= 0)
+      .sort((x, y) => y[1] - x[1]).slice(0, SLOWEST);
+    if (!ranked.length) slowList.append(h("li", { class: "hint" }, "No finished spans yet."));
+    for (const [n, ns] of ranked) {
+      const p = n.s.plugin && n.s.plugin.name ? n.s.plugin : null;
+      slowList.append(h("li", null, h("button", {
+        type: "button", class: "link-button slow-entry", dataset: { span: n.s.span_id },
+        title: `${fmtDuration(ns)} own time, ${fmtDuration(n.s.duration_ns)} in all`,
+        onclick: () => {
+          toggleSlowest(false);
+          select(n.s.span_id, true);
+          scroller.focus({ preventScroll: true });
+        },
+      }, h("span", { class: "slow-dur" }, fmtDuration(ns)), " ", bdi(n.s.name),
+      p ? h("span", { class: "slow-plugin" }, " (", bdi(p.display_name || p.name), ")") : null)));
+    }
+  }
+  slowList.addEventListener("keydown", (ev) => {
+    if (ev.key === "Escape") {
+      toggleSlowest(false);
+      slowBtn.focus();
+    }
+  });
+
+  // -- the name column's width -----------------------------------------------------------
+  let nameCol = Number(stored(NAME_COL_KEY)) || 0; // px; 0: the stylesheet's default
+  function applyNameCol(px, save) {
+    const paneW = treePane.clientWidth || 1000;
+    nameCol = px ? Math.round(Math.max(NAME_COL_MIN, Math.min(px, paneW - WF_MIN))) : 0;
+    if (nameCol) treePane.style.setProperty("--name-col", `${nameCol}px`);
+    else treePane.style.removeProperty("--name-col");
+    const now = nameCol || Math.round(nameHead.getBoundingClientRect().width);
+    colHandle.setAttribute("aria-valuenow", String(now));
+    colHandle.setAttribute("aria-valuemin", String(NAME_COL_MIN));
+    colHandle.setAttribute("aria-valuemax", String(Math.max(NAME_COL_MIN, paneW - WF_MIN)));
+    if (save) store(NAME_COL_KEY, nameCol ? String(nameCol) : null);
+  }
+  colHandle.addEventListener("pointerdown", (ev) => {
+    ev.preventDefault();
+    const startX = ev.clientX;
+    const startW = nameHead.getBoundingClientRect().width;
+    colHandle.setPointerCapture(ev.pointerId);
+    treePane.classList.add("resizing");
+    const move = (e) => applyNameCol(startW + e.clientX - startX, false);
+    const up = () => {
+      colHandle.removeEventListener("pointermove", move);
+      colHandle.removeEventListener("pointerup", up);
+      colHandle.removeEventListener("pointercancel", up);
+      treePane.classList.remove("resizing");
+      applyNameCol(nameCol, true);
+    };
+    colHandle.addEventListener("pointermove", move);
+    colHandle.addEventListener("pointerup", up);
+    colHandle.addEventListener("pointercancel", up);
+  });
+  colHandle.addEventListener("dblclick", () => applyNameCol(0, true));
+  applyNameCol(nameCol, false);
+  colHandle.addEventListener("keydown", (ev) => {
+    const w = nameHead.getBoundingClientRect().width;
+    const step = ev.shiftKey ? 80 : 20;
+    if (ev.key === "ArrowLeft") applyNameCol(w - step, true);
+    else if (ev.key === "ArrowRight") applyNameCol(w + step, true);
+    else if (ev.key === "Home") applyNameCol(NAME_COL_MIN, true);
+    else if (ev.key === "End") applyNameCol(1e6, true);
+    else return;
+    ev.preventDefault();
+  });
+
   // -- critical path -------------------------------------------------------------------
   /** Recompute the path when spans changed and the trace is not running (cheap: n log n). */
   function updateCritical(running) {
@@ -328,7 +663,7 @@ export function traceView(root, ctx) {
       title: "Mark the spans that determined the message's end-to-end time",
       onclick: () => {
         cpOn = !cpOn;
-        localStorage.setItem(CP_KEY, cpOn ? "on" : "off");
+        store(CP_KEY, cpOn ? "on" : "off");
         cpVersion++;
         drawCritical();
         schedule();
@@ -441,6 +776,16 @@ export function traceView(root, ctx) {
       case " ":
         if (cur) toggle(selected);
         break;
+      case "f":
+        if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
+        findInput.focus();
+        findInput.select();
+        break;
+      case "n":
+      case "N":
+        if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
+        stepMatch(ev.shiftKey ? -1 : 1);
+        break;
       default:
         return;
     }
@@ -518,8 +863,11 @@ export function traceView(root, ctx) {
       detail.append(h("p", { class: "hint" }, "Loading values…"));
       return;
     }
+    const chat = promptView(s); // an llm_call's request as a chat, a hook's additions (prompt.js)
+    if (chat) detail.append(chat.el);
     for (const key of ["input", "output", "meta"]) {
       const value = s[key];
+      if (chat && chat.replaces.includes(key)) continue;
       if (!value || (typeof value === "object" && !Object.keys(value).length)) continue;
       const [text, wasCut] = displayJson(value);
       cut = cut || wasCut;
@@ -593,7 +941,60 @@ export function traceView(root, ctx) {
       downloadLink(`traces/${tid}/download`, { format: "json" }, `trace-${tid}.json`, { class: "button secondary" },
         icon("download", "icon icon-sm"), " JSON"),
       downloadLink(`traces/${tid}/download`, { format: "otlp" }, `trace-${tid}.otlp.json`, { class: "button secondary" },
-        icon("download", "icon icon-sm"), " OTLP")));
+        icon("download", "icon icon-sm"), " OTLP"),
+      h("button", {
+        type: "button", class: "secondary compare-with", "aria-expanded": String(!pickEl.hidden),
+        title: "Compare this trace with another, span by span", onclick: (ev) => togglePick(ev.currentTarget),
+      }, "Compare with…")));
+    headEl.append(pickEl); // kept across redraws of the header
+  }
+
+  // -- compare with another trace --------------------------------------------------------
+  const pickEl = h("section", { class: "compare-pick", hidden: true, "aria-label": "Compare with another trace" });
+  async function togglePick(btn) {
+    pickEl.hidden = !pickEl.hidden;
+    btn.setAttribute("aria-expanded", String(!pickEl.hidden));
+    if (pickEl.hidden) return;
+    clear(pickEl);
+    const idInput = h("input", { type: "text", class: "compare-id", placeholder: "a trace id (32 hex characters)", "aria-label": "Trace id to compare with", maxlength: "32", spellcheck: "false" });
+    const go = () => {
+      const other = idInput.value.trim().toLowerCase();
+      if (!/^[0-9a-f]{32}$/.test(other)) {
+        idInput.setCustomValidity("32 hex characters");
+        idInput.reportValidity();
+        return;
+      }
+      ctx.navigate(`compare/${tid}/${other}`);
+    };
+    idInput.addEventListener("input", () => idInput.setCustomValidity(""));
+    idInput.addEventListener("keydown", (ev) => {
+      if (ev.key === "Enter") go();
+    });
+    const list = h("ul", { class: "compare-candidates" }, h("li", { class: "hint" }, "Looking for traces of the same message…"));
+    pickEl.append(h("h2", null, "Compare with…"), list,
+      h("div", { class: "compare-by-id" }, idInput, h("button", { type: "button", class: "secondary", onclick: go }, "Compare")));
+    const outline = (trace && trace.outline) || "";
+    let found = [];
+    try {
+      const same = outline ? await api.get("traces", { q: outline.slice(0, 500), limit: 50 }) : { traces: [] };
+      found = same.traces.filter((t) => t.trace_id !== tid && t.outline === outline).slice(0, 10);
+      if (!found.length) {
+        const recent = await api.get("traces", { limit: 11 });
+        found = recent.traces.filter((t) => t.trace_id !== tid).slice(0, 10);
+        list.dataset.kind = "recent";
+      } else list.dataset.kind = "same";
+    } catch (err) {
+      clear(list).append(h("li", null, notice("error", err.message)));
+      return;
+    }
+    clear(list);
+    list.append(h("li", { class: "hint" }, list.dataset.kind === "same"
+      ? "Traces of the same message, newest first:" : "No other trace of this message; recent traces:"));
+    for (const t of found) {
+      list.append(h("li", null, link(`compare/${tid}/${t.trace_id}`, { class: "compare-candidate", dataset: { trace: t.trace_id } },
+        statusBadge(t.status), " ", h("span", { class: "cand-time" }, fmtTime(t.start_ns)), " ",
+        h("span", { class: "cand-dur" }, fmtDuration(t.duration_ns)), " ", bdi(t.outline || "(no text)"))));
+    }
   }
 
   // -- data ------------------------------------------------------------------------------
@@ -678,6 +1079,7 @@ export function traceView(root, ctx) {
       offs.forEach((off) => off());
       clearInterval(tick);
       clearTimeout(headTimer);
+      clearTimeout(findTimer);
       cancelAnimationFrame(frame);
       window.removeEventListener("resize", onResize);
     },
