@@ -176,18 +176,66 @@ export function conversationView(root, ctx) {
   }
   const items = new Map();
   let total = 0;
+  // The bot's reply of each finished message: its root span's output (refhost: replies,
+  // AstrBot: reply), read from the trace, a few at a time; cached by trace id.
+  const replies = new Map();
+  const queue = [];
+  let reading = 0;
+
+  function replyText(out) {
+    if (!out || typeof out !== "object") return null;
+    if (Array.isArray(out.replies)) return out.replies.map(String).join("\n");
+    if (out.reply !== undefined && out.reply !== null) return String(out.reply);
+    if (out.text !== undefined && out.text !== null) return String(out.text);
+    return null;
+  }
+
+  function readReplies() {
+    while (reading < 4 && queue.length) {
+      const [tid, slot] = queue.shift();
+      reading++;
+      api.get(`traces/${tid}`, { shape: "flat", critical_path: "false" }).then((doc) => {
+        const root = (doc.spans || []).find((x) => !x.parent_id);
+        replies.set(tid, replyText(root && root.output));
+      }).catch(() => replies.set(tid, undefined)).finally(() => {
+        reading--;
+        const el = items.get(tid);
+        fillReply(el ? el.querySelector(".reply-slot") : slot, tid);
+        readReplies();
+      });
+    }
+  }
+
+  function fillReply(slot, tid) {
+    if (!slot) return;
+    const text = replies.get(tid);
+    clear(slot).append(text === undefined ? h("span", { class: "bubble-note" }, "reply not readable")
+      : link(`traces/${tid}`, { class: `bubble bot reply${text ? "" : " pending"}`, title: "open this message's trace" },
+        bdi(text || "(no reply)")));
+  }
 
   function bubble(t) {
+    const done = t.status !== "running";
+    const slot = h("div", { class: "reply-slot" });
+    if (done && replies.has(t.trace_id)) fillReply(slot, t.trace_id);
+    else if (done) {
+      slot.append(h("span", { class: "bubble bot pending" }, "…"));
+      queue.push([t.trace_id, slot]);
+      readReplies();
+    }
     return h("li", { class: `turn status-${t.status}`, dataset: { traceId: t.trace_id } },
       h("div", { class: "bubble me" }, bdi(t.outline || "(no text)")),
       h("div", { class: "turn-meta" },
         h("span", { title: fmtFullTime(t.start_ns) }, fmtTime(t.start_ns)), " · ",
         bdi(t.sender || t.user_id || "?"), " · ",
         statusBadge(t.status), " · ",
-        t.status === "running" ? "running…" : fmtDuration(t.duration_ns), " · ",
         `${fmtNum(t.span_count)} spans`,
-        (t.input_tokens || t.output_tokens) ? ` · ${fmtNum(t.input_tokens)} / ${fmtNum(t.output_tokens)} tokens` : "",
-        " ", (t.plugins || []).slice(0, 4).map((p) => pluginChip(p)), " ",
+        " ", (t.plugins || []).slice(0, 4).map((p) => pluginChip(p))),
+      slot,
+      h("div", { class: "turn-meta reply-meta" },
+        h("span", { class: "reply-duration" }, done ? fmtDuration(t.duration_ns) : "running…"), " · ",
+        h("span", { class: "reply-tokens" }, `${fmtNum(t.input_tokens || 0)} / ${fmtNum(t.output_tokens || 0)} tokens`), " · ",
+        h("span", { class: "reply-cost" }, fmtCost(t.cost_usd)), " · ",
         link(`traces/${t.trace_id}`, { class: "open-trace" }, "open trace →")));
   }
 
