@@ -392,10 +392,12 @@ class AstrBotAdapter(HostHooks):
             if not span:
                 return responses
             run_context = getattr(self, "run_context", None)
-            messages = recording.llm_messages(getattr(run_context, "messages", None))
-            tools = _tool_names(getattr(req, "func_tool", None))
-            if messages is not None or tools:
-                span.set_input(messages=messages, tools=tools)
+            # the whole request (botrace.prompt): what the provider is sent
+            values = recording.request_values(getattr(run_context, "messages", None),
+                                              _tool_names(getattr(req, "func_tool", None)),
+                                              image_urls=getattr(req, "image_urls", None))
+            if values is not None:
+                span.set_input(values)
             return _llm_responses(span, responses, adapter._note_tool_calls(run_context))
 
         self._patch(cls, "_iter_llm_responses", _iter_llm_responses)
@@ -443,8 +445,13 @@ class AstrBotAdapter(HostHooks):
             span = emit.llm_call(model, provider=provider_id, purpose="plugin", stream=False)
             if not span:
                 return await original(self, *args, **kwargs)
-            span.set_input(prompt=kwargs.get("prompt"), system_prompt=kwargs.get("system_prompt"),
-                           messages=recording.llm_messages(kwargs.get("contexts")))
+            system, prompt = kwargs.get("system_prompt"), kwargs.get("prompt")
+            contexts = kwargs.get("contexts")
+            messages = [*([{"role": "system", "content": system}] if system else []),
+                        *(contexts if isinstance(contexts, list) else []),
+                        *([{"role": "user", "content": prompt}] if prompt is not None else [])]
+            span.set_input(recording.request_values(messages, _tool_names(kwargs.get("tools")),
+                                                    image_urls=kwargs.get("image_urls")))
             with span:
                 resp = await original(self, *args, **kwargs)
                 _record_llm_response(span, resp, None)
@@ -563,12 +570,17 @@ def _traced_hook(emit: SpanEmitter, meta: Any, event_type: Any) -> Callable[...,
         if not span:
             return await handler(event, *args, **kwargs)
         before = recording.hook_state(event, args)
+        req = recording.request_of(args)
+        request_before = recording.request_snapshot(req, _tool_names) if req is not None else None
         span.set_meta(handler=meta.handler_full_name)
         with span:
             try:
                 return await handler(event, *args, **kwargs)
             finally:
                 _record_hook_effect(span, event, args, before)
+                if request_before is not None:
+                    _record_request_added(span, request_before,
+                                          recording.request_snapshot(req, _tool_names))
 
     return traced
 
@@ -593,6 +605,19 @@ def _record_hook_effect(span: Any, event: Any, args: tuple[Any, ...],
     if after["stopped"] and not before["stopped"]:
         span.set_meta(stopped_event=True)
         span.add_event("stopped the event")
+
+
+def _record_request_added(span: Any, before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
+    """On an ``on_llm_request`` hook's span: what it added to the request, bounded, with an
+    estimate of its tokens (characters / 4), so the page can say how much context it added."""
+    try:
+        added = recording.request_added(before, after)
+    except Exception:
+        log.debug("botrace: could not compare the LLM request", exc_info=True)
+        return
+    if added:
+        span.set_meta(tokens_added_est=added["tokens_added_est"])
+        span.set_output(request_added=added)
 
 
 async def _llm_responses(span: Any, agen: Any, note_tool_calls: Callable[[Any], None]) -> Any:

@@ -7,16 +7,21 @@ host's message. Nothing here opens or ends spans; :mod:`.adapter` does.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
+
+from botrace.prompt import request_diff, request_input
 
 __all__ = [
     "hook_kind",
     "hook_state",
-    "llm_messages",
     "llm_output",
     "llm_usage",
     "plain_text",
+    "request_added",
+    "request_of",
+    "request_snapshot",
+    "request_values",
     "state_changes",
     "text_change",
     "tool_result",
@@ -90,41 +95,41 @@ def llm_output(resp: Any) -> dict[str, Any]:
     return out
 
 
-def llm_messages(messages: Any) -> list[dict[str, Any]] | None:
-    """A request's messages as ``[{"role", "content"}]`` (content as text; the span's limits
-    bound it like any value, and mark the trace when they cut)."""
+def request_values(messages: Any, tools: Any, model: Any = None,
+                   image_urls: Any = None) -> dict[str, Any] | None:
+    """An ``llm_call``'s input from AstrBot's request: every message the model is sent
+    (``run_context.messages``: system prompt, history, injected context, the user's message,
+    tool calls and tool results), the tools by name, the model and how many images;
+    bounded and marked as :func:`botrace.prompt.request_input` does."""
     if not isinstance(messages, list):
         return None
-    out = []
-    for m in messages:
-        if isinstance(m, Mapping):
-            role, content = m.get("role"), m.get("content")
-        else:
-            role, content = getattr(m, "role", None), getattr(m, "content", None)
-        entry: dict[str, Any] = {"role": str(role)}
-        if content is not None:
-            entry["content"] = _content_text(content)
-        calls = m.get("tool_calls") if isinstance(m, Mapping) else getattr(m, "tool_calls", None)
-        if calls:
-            entry["tool_calls"] = len(calls)
-        out.append(entry)
-    return out
+    images = len(image_urls) if isinstance(image_urls, list | tuple) and image_urls else None
+    return request_input(messages, tools, model=model if isinstance(model, str) else None,
+                         image_count=images)
 
 
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        text = content
-    elif isinstance(content, Iterable):
-        # a list of parts: text parts give their text, others their kind
-        bits = []
-        for part in content:
-            t = part.get("text") if isinstance(part, Mapping) else getattr(part, "text", None)
-            kind = part.get("type") if isinstance(part, Mapping) else getattr(part, "type", None)
-            bits.append(t if isinstance(t, str) else f"[{kind or type(part).__name__}]")
-        text = "".join(bits)
-    else:
-        text = str(content)
-    return text  # the span's limits cut it, visibly (trace_max_string)
+def request_of(args: tuple[Any, ...]) -> Any:
+    """The ``ProviderRequest`` among a hook's arguments (None if it has none)."""
+    for arg in args:
+        if hasattr(arg, "system_prompt") and hasattr(arg, "contexts"):
+            return arg
+    return None
+
+
+def request_snapshot(req: Any, tool_names: Callable[[Any], list[str] | None]) -> dict[str, Any]:
+    """What a hook may add to a ``ProviderRequest``; the history as a shallow copy (the
+    messages themselves are not copied)."""
+    contexts = getattr(req, "contexts", None)
+    images = getattr(req, "image_urls", None)
+    return {"prompt": getattr(req, "prompt", None), "system_prompt": getattr(req, "system_prompt", None),
+            "contexts": list(contexts) if isinstance(contexts, list) else [],
+            "tools": tool_names(getattr(req, "func_tool", None)) or [],
+            "images": len(images) if isinstance(images, list) else 0}
+
+
+def request_added(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What a hook added to the request (:func:`botrace.prompt.request_diff`)."""
+    return request_diff(before, after)
 
 
 def tool_result(result: Any) -> tuple[str | None, bool]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ pytestmark = [pytest.mark.astrbot, pytest.mark.slow]
 PROBE = "astrbot_plugin_probe"
 DECORATION = " [probe-decorated]"
 SYSTEM_MARKER = "[probe-system-marker]"
+CONTEXT_NOTE = "Context from the probe: Paris is in France."
 STAGES = ["WakingCheck", "WhitelistCheck", "SessionStatusCheck", "RateLimit",
           "ContentSafetyCheck", "PreProcess", "Process", "ResultDecorate", "Respond"]
 
@@ -416,6 +418,53 @@ def test_an_on_llm_request_hook_that_changes_the_request_says_so(lifecycle: Run)
     hooks = [s for s in spans if s["meta"].get("event_type") == "on_llm_request"]
     assert all(s["plugin"] for s in hooks)
     assert not [s for s in spans if s["name"].startswith("hooks ")]  # no per-hook-type spans
+
+
+def _uncut(text: str) -> str:
+    """A recorded text without the limits' cut marker (``…[+N chars]``)."""
+    return re.sub(r"…\[\+\d+ chars\]$", "", text or "")
+
+
+def test_llm_spans_record_the_whole_request_the_model_was_sent(lifecycle: Run):
+    text = "What is the weather in Paris?"
+    llms = [s for s in lifecycle.stored.spans(text) if s["span_type"] == "llm_call"]
+    sent = [r for r in lifecycle.fake.requests if r.last_user.startswith(text)]
+    assert len(llms) == len(sent) == 2
+    for span, req in zip(llms, sent, strict=True):
+        recorded = span["input"]["messages"]
+        # every message, in order: system prompt, injected context, the user's, tool calls, results
+        assert [m["role"] for m in recorded] == [m["role"] for m in req.messages]
+        system = recorded[0]["content"]
+        assert req.system.startswith(_uncut(system)) and SYSTEM_MARKER in req.system
+        if not span["truncated"]:
+            assert system == req.system and system.endswith(SYSTEM_MARKER)
+        # the probe's on_llm_request hook put this into the history the model saw
+        assert {"role": "user", "content": CONTEXT_NOTE} in recorded
+        assert sorted(span["input"]["tools"]) == sorted(req.tools)
+        assert "omitted_messages" not in span["input"]
+    first, second = (s["input"]["messages"] for s in llms)
+    assert first[-1] == {"role": "user", "content": sent[0].last_user}
+    (call,) = second[-2]["tool_calls"]
+    assert call["name"] == "get_weather" and second[-2]["role"] == "assistant"
+    assert second[-1]["role"] == "tool" and second[-1]["tool_call_id"] == call["id"]
+    assert second[-1]["content"] == weather("Paris") == sent[1].tool_results[-1]
+
+
+def test_on_llm_request_hooks_record_what_they_added_to_the_request(lifecycle: Run):
+    spans = lifecycle.stored.spans("What is the weather in Paris?")
+    (marker,) = named(spans, "on_llm_request ProbePlugin.add_system_marker")
+    added = marker["output"]["request_added"]
+    chars = len(SYSTEM_MARKER) + 1
+    assert added["system_prompt_chars_added"] == added["chars_added"] == chars
+    assert added["tokens_added_est"] == marker["meta"]["tokens_added_est"] == (chars + 3) // 4
+    assert "messages_added" not in added
+    (inject,) = named(spans, "on_llm_request ProbePlugin.inject_context")
+    added = inject["output"]["request_added"]
+    assert added["messages_added"] == [{"role": "user", "content": CONTEXT_NOTE}]
+    assert added["chars_added"] == len(CONTEXT_NOTE)
+    assert inject["meta"]["tokens_added_est"] == (len(CONTEXT_NOTE) + 3) // 4
+    (veto,) = named(spans, "on_llm_request ProbePlugin.veto")  # changed nothing: no diff
+    assert "request_added" not in (veto["output"] or {})
 
 
 def test_the_hook_that_vetoed_the_request_is_named(lifecycle: Run):

@@ -8,6 +8,8 @@ API, so it loads only inside AstrBot.
 - the LLM tool ``get_weather(city)`` returns ``WEATHER_FORMAT.format(city=...)``;
 - an ``on_llm_request`` hook appends ``SYSTEM_MARKER`` to the system prompt (the fake model
   server sees it);
+- another ``on_llm_request`` hook adds ``CONTEXT_NOTE`` to the history (``req.contexts``)
+  when the message asks for the weather in Paris (context injection, as retrieval plugins do);
 - another ``on_llm_request`` hook stops the event when the message contains "veto" (so no
   LLM request is made);
 - an ``on_decorating_result`` hook appends ``DECORATION`` to the reply's text.
@@ -30,6 +32,7 @@ from astrbot.api.star import Context, Star, StarTools
 PLUGIN_NAME = "astrbot_plugin_probe"
 SYSTEM_MARKER = "[probe-system-marker]"
 DECORATION = " [probe-decorated]"
+CONTEXT_NOTE = "Context from the probe: Paris is in France."
 WEATHER_FORMAT = "Weather in {city}: sunny, 21 C (probe)"
 
 
@@ -69,6 +72,12 @@ class ProbePlugin(Star):
         """Mark the request, so the model server sees that this hook ran."""
         self._mark("on_llm_request", event)
         req.system_prompt = f"{req.system_prompt or ''}\n{SYSTEM_MARKER}"
+
+    @filter.on_llm_request()
+    async def inject_context(self, event: AstrMessageEvent, req: ProviderRequest) -> None:
+        """Add a note to the history the model sees (only for the weather in Paris)."""
+        if "weather in paris" in event.message_str.lower():
+            req.contexts.append({"role": "user", "content": CONTEXT_NOTE})
 
     @filter.on_llm_request()
     async def veto(self, event: AstrMessageEvent, req: ProviderRequest) -> None:
