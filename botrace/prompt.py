@@ -112,24 +112,36 @@ def request_input(messages: Any, tools: Any = None, *, max_chars: int = MAX_CHAR
                   max_messages: int = MAX_MESSAGES, **extra: Any) -> dict[str, Any]:
     """The ``input`` of an ``llm_call`` span for a request (see the module's docstring);
     ``extra`` values (``image_count=2``) are added as they are, None left out."""
-    entries = [normalize_message(m) for m in messages or ()]
-    sizes = [_size(e) for e in entries]
-    lead = 0
-    while lead < len(entries) and entries[lead]["role"] == "system":
-        lead += 1
-    budget = max_chars - sum(sizes[:lead])
-    keep_from = len(entries)
-    slots = max_messages - lead - 1
-    while keep_from > lead and slots > 0 and (sizes[keep_from - 1] <= budget or keep_from == len(entries)):
-        keep_from -= 1
-        budget -= sizes[keep_from]
+    # Only the messages kept are normalised: from the newest back, within the budget.
+    raw = messages if isinstance(messages, list) else list(messages or ())
+    lead: list[dict[str, Any]] = []
+    for m in raw:
+        if str(_get(m, "role")) != "system":
+            break
+        lead.append(normalize_message(m))
+    budget = max_chars - sum(_size(e) for e in lead)
+    slots = max_messages - len(lead) - 1
+    tail: list[dict[str, Any]] = []
+    keep_from = len(raw)
+    while keep_from > len(lead) and slots > 0:
+        entry = normalize_message(raw[keep_from - 1])
+        size = _size(entry)
+        if size > budget and tail:  # the newest message is always kept (its text cut by the limits)
+            break
+        tail.append(entry)
+        budget -= size
         slots -= 1
+        keep_from -= 1
+    tail.reverse()
     out: dict[str, Any] = {}
-    if keep_from > lead:
-        dropped = keep_from - lead
-        marker = {"role": "omitted", "omitted": dropped, "chars": sum(sizes[lead:keep_from])}
-        entries = [*entries[:lead], marker, *entries[keep_from:]]
+    entries = lead
+    if keep_from > len(lead):
+        dropped = keep_from - len(lead)
+        chars = sum(len(c) if isinstance(c := _get(m, "content"), str) else 0
+                    for m in raw[len(lead):keep_from])
+        entries = [*lead, {"role": "omitted", "omitted": dropped, "chars": chars}]
         out["omitted_messages"] = dropped
+    entries += tail
     out["messages"] = entries
     names = tool_names(tools)
     if names:
