@@ -42,6 +42,7 @@ TEMPLATE_DIR = HERE / "templates"
 PAGES = {
     "page.index": "/",
     "page.trace": "/traces/{trace_id}",
+    "page.compare": "/compare/{trace_a}/{trace_b}",
     "page.sessions": "/sessions",
     "page.conversation": "/conversation",
     "page.users": "/users",

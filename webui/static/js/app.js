@@ -1,6 +1,7 @@
 // The page's entry: router, header (live state, tracing switch, theme) and views.
 
 import { api } from "./api.js";
+import { compareView } from "./compare.js";
 import { healthView } from "./health.js";
 import { live } from "./live.js";
 import { listView } from "./list.js";
@@ -15,6 +16,7 @@ const main = document.getElementById("main");
 const VIEWS = {
   index: listView,
   trace: traceView,
+  compare: compareView,
   sessions: sessionsView,
   conversation: conversationView,
   users: usersView,
@@ -22,9 +24,9 @@ const VIEWS = {
   stats: statsView,
   health: healthView,
 };
-const NAV_OF = { trace: "index", conversation: "sessions", user: "users" };
+const NAV_OF = { trace: "index", compare: "index", conversation: "sessions", user: "users" };
 const TITLES = {
-  index: "Traces", trace: "Trace", sessions: "Conversations", conversation: "Conversation",
+  index: "Traces", trace: "Trace", compare: "Compare", sessions: "Conversations", conversation: "Conversation",
   users: "Users", user: "User", stats: "Stats", health: "Health",
 };
 
@@ -34,7 +36,10 @@ function route() {
   const parts = currentView().path.split("/").filter(Boolean);
   if (parts.length === 0) return { view: "index" };
   if (parts[0] === "traces" && parts[1]) return { view: "trace", id: decodeURIComponent(parts[1]) };
-  if (VIEWS[parts[0]] && parts.length === 1) return { view: parts[0] };
+  if (parts[0] === "compare" && parts[1] && parts[2] && parts.length === 3) {
+    return { view: "compare", a: decodeURIComponent(parts[1]), b: decodeURIComponent(parts[2]) };
+  }
+  if (VIEWS[parts[0]] && parts.length === 1 && parts[0] !== "compare") return { view: parts[0] };
   return { view: "notfound" };
 }
 
@@ -58,7 +63,7 @@ function render() {
     main.append(p);
     return;
   }
-  current = view(main, { id: r.id, params: currentView().params, navigate });
+  current = view(main, { id: r.id, a: r.a, b: r.b, params: currentView().params, navigate });
 }
 
 /** Show a view: navigate("traces/<id>"), a path as link() takes it. */

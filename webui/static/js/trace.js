@@ -429,7 +429,7 @@ export function traceView(root, ctx) {
       let k = found.findIndex((id) => order.get(id) >= from);
       if (k < 0) k = 0;
       matchAt = k;
-      select(found[k], true);
+      jumpTo(found[k]);
     }
     findVersion++;
     showFindCount();
@@ -486,8 +486,17 @@ export function traceView(root, ctx) {
       matchAt = (matchAt + dir + matches.length) % matches.length;
     }
     findVersion++;
-    select(matches[matchAt], true);
+    jumpTo(matches[matchAt]);
     showFindCount();
+  }
+
+  /** Select a span and bring its row into view, in the tree and in the window. */
+  function jumpTo(id) {
+    select(id, true);
+    requestAnimationFrame(() => { // after the draw select() scheduled
+      const el = document.getElementById(`row-${id}`);
+      if (el && el.isConnected) el.scrollIntoView({ block: "nearest" });
+    });
   }
 
   let findTimer = 0;
@@ -530,7 +539,7 @@ export function traceView(root, ctx) {
     const order = orderIndex();
     let next = errorIds.find((id) => order.get(id) > from);
     if (!next) next = errorIds[0];
-    select(next, true);
+    jumpTo(next);
     const k = errorIds.indexOf(next);
     errBtn.textContent = `Errors ${fmtNum(k + 1)}/${fmtNum(errorIds.length)}`;
   }
@@ -572,7 +581,7 @@ export function traceView(root, ctx) {
         title: `${fmtDuration(ns)} own time, ${fmtDuration(n.s.duration_ns)} in all`,
         onclick: () => {
           toggleSlowest(false);
-          select(n.s.span_id, true);
+          jumpTo(n.s.span_id);
           scroller.focus({ preventScroll: true });
         },
       }, h("span", { class: "slow-dur" }, fmtDuration(ns)), " ", bdi(n.s.name),
