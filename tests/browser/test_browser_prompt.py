@@ -81,7 +81,7 @@ async def test_browser_llm_request_renders_as_a_chat_with_the_response_below(hos
     await call.locator("summary").click()
     await expect(call.locator("pre")).to_contain_text('"sides": 20')
     result = chat.nth(5).locator("details")
-    await expect(result.locator("summary")).to_contain_text("tool result")
+    await expect(result.locator("summary")).to_contain_text("tool result roll · call_1")
     await result.locator("summary").click()
     await expect(result.locator(".msg-text")).to_have_text("17")
     await expect(view.locator(".prompt-tools")).to_contain_text("roll")

@@ -43,7 +43,7 @@ function toolCalls(calls) {
   });
 }
 
-function message(m) {
+function message(m, callNames = new Map()) {
   if (typeof m === "string") {
     const items = CUT_ITEMS.exec(m);
     return h("li", { class: "msg role-omitted" },
@@ -68,7 +68,7 @@ function message(m) {
     return h("li", { class: "msg role-tool" },
       h("details", { class: "msg-fold" },
         h("summary", null, h("span", { class: "msg-role" }, "tool result"),
-          m.name ? [" ", bdi(String(m.name))] : null,
+          m.name || callNames.get(m.tool_call_id) ? [" ", bdi(String(m.name || callNames.get(m.tool_call_id)))] : null,
           m.tool_call_id ? h("span", { class: "hint" }, " · ", bdi(String(m.tool_call_id))) : null,
           ` · ${fmtNum(size)} chars`),
         hasText ? textOf(content) : null));
@@ -89,12 +89,19 @@ function promptSections(s) {
   const msgs = input.messages;
   const parts = [];
   const tools = Array.isArray(input.tools) ? input.tools : [];
+  // a tool result names its tool by the call it answers
+  const callNames = new Map();
+  for (const m of msgs) {
+    for (const c of (m && Array.isArray(m.tool_calls) ? m.tool_calls : [])) {
+      if (c && c.id !== undefined && c.name !== undefined) callNames.set(c.id, String(c.name));
+    }
+  }
   parts.push(h("section", { class: "values values-prompt", "aria-label": "Prompt" },
     h("h3", null, "Prompt ", h("span", { class: "hint" },
       `${fmtNum(msgs.filter((m) => !(m && m.role === "omitted")).length)} messages`,
       input.omitted_messages ? ` (+${fmtNum(input.omitted_messages)} not recorded)` : "",
       tools.length ? ` · ${fmtNum(tools.length)} tools` : "")),
-    h("ol", { class: "chat" }, msgs.map(message)),
+    h("ol", { class: "chat" }, msgs.map((m) => message(m, callNames))),
     tools.length ? h("p", { class: "prompt-tools" }, "Tools offered: ",
       tools.map((t, i) => [i ? " " : null, h("code", { class: "chip" }, bdi(String(t)))])) : null));
   const out = s.output || {};
@@ -125,7 +132,7 @@ function addedSection(added) {
     h("h3", null, "Added to the LLM request"),
     h("p", { class: "added-summary" }, h("strong", null, `≈ ${fmtNum(added.tokens_added_est || 0)} tokens`),
       ` (${fmtNum(added.chars_added || 0)} chars ÷ 4)`, bits.length ? [": ", bdi(bits.join(" · "))] : null),
-    msgs.length ? h("ol", { class: "chat" }, msgs.map(message)) : null);
+    msgs.length ? h("ol", { class: "chat" }, msgs.map((m) => message(m))) : null);
 }
 
 /**
