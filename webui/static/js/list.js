@@ -1,10 +1,11 @@
 // The trace list: filters reflected in the URL, live insertions, and (demo) the chat box.
 
 import { api } from "./api.js";
-import { bdi, clear, h, link, qs } from "./dom.js";
+import { bdi, clear, h, link, qs, reveal } from "./dom.js";
+import { latencyChart } from "./latency.js";
 import { live } from "./live.js";
 import { setView } from "./nav.js";
-import { notice, traceTable } from "./widgets.js";
+import { matchesFilters, notice, traceTable } from "./widgets.js";
 
 const FILTERS = [
   { name: "since", label: "Time", kind: "select", options: [["", "Any time"], ["15m", "Last 15 min"], ["1h", "Last hour"], ["24h", "Last 24 h"], ["7d", "Last 7 days"]] },
@@ -17,6 +18,8 @@ const FILTERS = [
 ];
 // accepted in the URL without a control of their own (links from other views)
 const HIDDEN = ["umo", "model", "tool", "span_type"];
+// the list's order (GET /traces?sort=), set from the column headers; absent: newest first
+const SORTS = ["time", "-time", "duration", "-duration", "tokens", "-tokens", "cost", "-cost"];
 
 export function listView(root, ctx) {
   const values = {};
@@ -24,6 +27,7 @@ export function listView(root, ctx) {
     const v = ctx.params.get(f);
     if (v) values[f] = v;
   }
+  let sort = SORTS.includes(ctx.params.get("sort")) && ctx.params.get("sort") !== "-time" ? ctx.params.get("sort") : "";
 
   const controls = FILTERS.map((f) => {
     let input;
@@ -48,15 +52,25 @@ export function listView(root, ctx) {
   // display name or name (lower case) -> plugin name: the server takes either, and live
   // rows carry the name, so the table filters by the name
   const displayNames = new Map();
-  const table = traceTable(() => {
+  const filtersNow = () => {
     const out = { ...values };
     if (out.plugin) out.plugin = displayNames.get(out.plugin.toLowerCase()) || out.plugin;
     return out;
-  }, { emptyText: "No traces match these filters." });
+  };
+  const table = traceTable(() => (sort ? { ...filtersNow(), sort } : filtersNow()), {
+    emptyText: "No traces match these filters.",
+    onSort: (s) => {
+      sort = s === "-time" ? "" : s;
+      setView(qs({ ...values, sort }), { replace: true });
+      table.reload();
+    },
+  });
+  // the durations of the listed traces over time; a point opens its trace
+  const chart = latencyChart({ open: (id) => ctx.navigate(`traces/${id}`) });
   const tracingOff = h("div", { class: "tracing-off-hint" },
     notice("info", "Tracing is off: new messages are not recorded. Switch it on at the top right."));
 
-  const listCol = h("section", { class: "list-col", "aria-label": "Traces" }, tracingOff, form, table.el);
+  const listCol = h("section", { class: "list-col", "aria-label": "Traces" }, tracingOff, form, chart.el, table.el);
   const layout = h("div", { class: "list-layout" }, listCol);
   if (document.body.dataset.chat === "on") layout.append(chatBox());
   root.append(layout);
@@ -70,9 +84,10 @@ export function listView(root, ctx) {
     timer = setTimeout(apply, debounce ? 300 : 0);
   }
   function apply() {
-    setView(qs(values), { replace: true });
+    setView(qs({ ...values, sort }), { replace: true });
     showHidden();
     table.reload();
+    chart.load(filtersNow());
   }
   function clearAll() {
     for (const k of Object.keys(values)) delete values[k];
@@ -118,12 +133,20 @@ export function listView(root, ctx) {
 
   const offs = [
     live.on("trace_started", (d) => table.onLive("trace_started", d)),
-    live.on("trace_finished", (d) => table.onLive("trace_finished", d)),
-    live.on("resync", () => table.reload()),
+    live.on("trace_finished", (d) => {
+      table.onLive("trace_finished", d);
+      if (matchesFilters(d, filtersNow(), false)) chart.onLive(d);
+    }),
+    live.on("resync", () => {
+      table.reload();
+      chart.load(filtersNow());
+    }),
   ];
   table.reload();
+  chart.load(filtersNow());
   return {
     unmount() {
+      chart.unmount();
       offs.forEach((off) => off());
       document.removeEventListener("keydown", onSlash);
       clearTimeout(timer);
@@ -137,6 +160,13 @@ function chatBox() {
   const user = h("input", { id: "chat-user", value: "demo-user", "aria-label": "User id", spellcheck: "false" });
   const session = h("input", { id: "chat-session", value: "demo-session", "aria-label": "Session", spellcheck: "false" });
   const send = h("button", { type: "submit", class: "primary", id: "chat-send" }, "Send");
+  // the fields are 70 px wide: the full value is their title (hover), and a focused field
+  // widens to show it (CSS)
+  for (const field of [user, session]) {
+    const full = () => { field.title = reveal(field.value); };
+    full();
+    field.addEventListener("input", full);
+  }
   const form = h("form", { class: "chat-form", onsubmit: submit }, input,
     h("div", { class: "chat-row" }, h("label", null, "user ", user), h("label", null, "session ", session), send));
   input.addEventListener("keydown", (ev) => {

@@ -1,7 +1,7 @@
 // Small pieces several views share: plugin chips, status badges, notices, the trace table.
 
 import { api, apiUrl } from "./api.js";
-import { bdi, clear, h, icon, link } from "./dom.js";
+import { bdi, clear, h, icon, link, reveal } from "./dom.js";
 import { fmtCost, fmtDuration, fmtFullTime, fmtNum, fmtTime, fmtTokens, pluginHue } from "./format.js";
 import { embedded } from "./mode.js";
 
@@ -70,10 +70,13 @@ export function pager(onMore) {
   };
 }
 
+// [class, header, the API's sort key when the column sorts]
 const COLUMNS = [
-  ["c-time", "Time"], ["c-status", "Status"], ["c-msg", "Message"], ["c-from", "User · session"],
-  ["c-dur num", "Duration"], ["c-spans num", "Spans"], ["c-tokens num", "Tokens in / out"], ["c-plugins", "Plugins"],
+  ["c-time", "Time", "time"], ["c-status", "Status"], ["c-msg", "Message"], ["c-from", "User · session"],
+  ["c-dur num", "Duration", "duration"], ["c-spans num", "Spans"], ["c-tokens num", "Tokens in / out", "tokens"],
+  ["c-cost num", "Cost", "cost"], ["c-plugins", "Plugins"],
 ];
+const SHOWN_CHIPS = 2;
 
 export function traceRow(t) {
   const tr = h("tr", { dataset: { traceId: t.trace_id, status: t.status } });
@@ -88,14 +91,33 @@ export function traceRow(t) {
     h("td", { class: "c-dur num" }, t.status === "running" ? "running…" : fmtDuration(t.duration_ns)),
     h("td", { class: "c-spans num" }, fmtNum(t.span_count)),
     h("td", { class: "c-tokens num", title: t.cost_usd ? `cost ${fmtCost(t.cost_usd)}` : "" }, fmtTokens(t.input_tokens, t.output_tokens)),
-    h("td", { class: "c-plugins" }, (t.plugins || []).slice(0, 2).map((p) => pluginChip(p)),
-      (t.plugins || []).length > 2 ? h("span", { class: "more", title: t.plugins.slice(2).join(", ") }, `+${t.plugins.length - 2}`) : null),
+    h("td", { class: "c-cost num" }, t.status === "running" ? "" : fmtCost(t.cost_usd)),
+    h("td", { class: "c-plugins" }, pluginChips(t.plugins || [])),
   );
   tr.addEventListener("click", (ev) => {
     if (ev.target.closest("a")) return;
     tr.querySelector("a.row-link").click();
   });
   return tr;
+}
+
+/**
+ * A row's plugins: two chips (cut at ~98 px) and "+N". Hovering the cell or focusing the row
+ * lays every chip out at full width over the cell (CSS: .c-plugins:hover, tr:focus-within),
+ * the extra ones included; each chip also carries its full name as its title and its text.
+ */
+function pluginChips(plugins) {
+  const chips = plugins.map((p, i) => {
+    const chip = pluginChip(p);
+    if (i >= SHOWN_CHIPS) chip.classList.add("chip-extra");
+    return chip;
+  });
+  const rest = plugins.slice(SHOWN_CHIPS);
+  const more = rest.length
+    ? h("span", { class: "more", title: rest.join(", "), "aria-label": reveal(`and ${rest.length} more: ${rest.join(", ")}`) },
+      `+${rest.length}`)
+    : null;
+  return h("span", { class: "chips" }, chips, more);
 }
 
 /** Client-side check of a live summary against the list's filters.
@@ -120,15 +142,36 @@ export function matchesFilters(t, f, partial) {
 
 /**
  * A paged table of traces over GET /traces with live insertions.
- * filters(): the current filter values; returns {el, reload(), onLive(kind, data), destroy()}.
+ * getFilters(): the current filter values (`sort` among them: a GET /traces sort, absent for
+ * newest first); onSort(sort), when given, makes the Time, Duration, Tokens and Cost headers
+ * buttons that ask for a sort (the caller stores it and reloads).
+ * Returns {el, reload(), onLive(kind, data)}.
+ *
+ * Live rows never move the rows under the pointer: while the pointer is over the table or
+ * focus is inside it, new traces wait behind an "N new" button (it inserts them; leaving the
+ * table inserts them too). Under a sort other than newest first a new trace's place is the
+ * server's to say, so they always wait and the button reloads.
  */
-export function traceTable(getFilters, { emptyText = "No traces match.", maxRows = 500 } = {}) {
+export function traceTable(getFilters, { emptyText = "No traces match.", maxRows = 500, onSort = null } = {}) {
   const MAX_ROWS = maxRows;
   const tbody = h("tbody");
-  const table = h("table", { class: "traces" },
-    h("thead", null, h("tr", null, COLUMNS.map(([cls, label]) => h("th", { class: cls, scope: "col" }, label)))),
-    tbody);
+  const heads = COLUMNS.map(([cls, label, key]) => {
+    if (!key || !onSort) return h("th", { class: cls, scope: "col" }, label);
+    const arrow = h("span", { class: "sort-arrow", "aria-hidden": "true" });
+    const btn = h("button", { type: "button", class: "sort-button", dataset: { sort: key } }, label, arrow);
+    btn.addEventListener("click", () => {
+      const now = sortOf();
+      onSort(now === `-${key}` ? key : `-${key}`);  // largest (newest) first, then smallest
+    });
+    return h("th", { class: `${cls} sortable`, scope: "col", dataset: { sort: key } }, btn);
+  });
+  const table = h("table", { class: "traces" }, h("thead", null, h("tr", null, heads)), tbody);
   const status = h("div", { class: "table-status" });
+  const newBtn = h("button", { type: "button", class: "new-rows", hidden: true, onclick: (ev) => showNew(ev.detail === 0) });
+  const newBar = h("div", { class: "new-rows-bar", "aria-live": "polite" }, newBtn);
+  /** trace_id -> {t, partial}: live traces held back while the table is paused */
+  const pending = new Map();
+  let pointerIn = false;
   let cursor = null;
   let total = 0;
   let capped = false;
@@ -137,7 +180,66 @@ export function traceTable(getFilters, { emptyText = "No traces match.", maxRows
   let olderThan = null;
   const rows = new Map();
   const pg = pager(() => load(false));
-  const el = h("div", { class: "trace-table" }, status, h("div", { class: "table-wrap" }, table), pg.el);
+  const el = h("div", { class: "trace-table" }, status, newBar, h("div", { class: "table-wrap" }, table), pg.el);
+
+  function sortOf() {
+    return getFilters().sort || "-time";
+  }
+  function sorted() {
+    return sortOf() !== "-time";
+  }
+  function showSort() {
+    const now = sortOf();
+    for (const th of heads) {
+      if (!th.dataset.sort) continue;
+      const dir = now === th.dataset.sort ? "ascending" : now === `-${th.dataset.sort}` ? "descending" : null;
+      if (dir) th.setAttribute("aria-sort", dir);
+      else th.removeAttribute("aria-sort");
+      th.querySelector(".sort-arrow").textContent = dir === "ascending" ? "▲" : dir === "descending" ? "▼" : "";
+      th.querySelector(".sort-button").title = dir === "descending" ? "sorted largest first: click for smallest first"
+        : dir === "ascending" ? "sorted smallest first: click for largest first" : "sort by this column, largest first";
+    }
+  }
+
+  // paused while the pointer is over the table or focus is inside it
+  el.addEventListener("pointerenter", () => { pointerIn = true; });
+  el.addEventListener("pointerleave", () => {
+    pointerIn = false;
+    resume();
+  });
+  el.addEventListener("focusout", () => setTimeout(resume, 0));
+  function paused() {
+    return pointerIn || el.contains(document.activeElement);
+  }
+  function resume() {
+    if (!paused() && pending.size && !sorted()) showNew(false);
+  }
+  function showPending() {
+    newBtn.hidden = pending.size === 0;
+    const n = pending.size;
+    newBtn.textContent = `↑ ${fmtNum(n)} new`;
+    newBtn.setAttribute("aria-label", sorted() ? `${n} new ${n === 1 ? "trace" : "traces"}: reload the list`
+      : `Show ${n} new ${n === 1 ? "trace" : "traces"}`);
+    newBtn.title = sorted() ? "new traces arrived: reload in this order" : "insert the traces that arrived while the list was paused";
+  }
+  function showNew(fromKeyboard) {
+    if (sorted()) {
+      pending.clear();
+      showPending();
+      load(true);
+      return;
+    }
+    const batch = [...pending.values()].sort((a, b) => (a.t.start_ns || 0) - (b.t.start_ns || 0));
+    pending.clear();
+    showPending();
+    let first = null;
+    for (const { t, partial } of batch) {
+      const tr = insert(t, partial);
+      if (tr && (!first || (t.start_ns || 0) > first.t.start_ns)) first = { tr, t };
+    }
+    // a keyboard user lands on the newest of them
+    if (fromKeyboard && first) first.tr.querySelector("a.row-link").focus();
+  }
 
   tbody.addEventListener("keydown", (ev) => {
     if (ev.key !== "ArrowDown" && ev.key !== "ArrowUp") return;
@@ -153,6 +255,9 @@ export function traceTable(getFilters, { emptyText = "No traces match.", maxRows
     if (reset) {
       cursor = null;
       olderThan = null;
+      pending.clear();
+      showPending();
+      showSort();
     }
     pg.busy(true);
     try {
@@ -199,12 +304,33 @@ export function traceTable(getFilters, { emptyText = "No traces match.", maxRows
     const known = rows.get(t.trace_id);
     if (known) {
       const tr = traceRow({ ...known.t, ...t });
+      const focused = known.tr.contains(document.activeElement);
       known.tr.replaceWith(tr);
       rows.set(t.trace_id, { tr, t: { ...known.t, ...t } });
       tr.classList.add("updated");
+      if (focused) tr.querySelector("a.row-link").focus({ preventScroll: true });  // keep the keyboard's place
       return;
     }
-    if (!matchesFilters(t, getFilters(), partial)) return;
+    const held = pending.get(t.trace_id);
+    if (held) {
+      t = { ...held.t, ...t };
+      partial = partial && held.partial;
+    }
+    if (!matchesFilters(t, getFilters(), partial)) {
+      if (held && pending.delete(t.trace_id)) showPending();
+      return;
+    }
+    if (held || paused() || sorted()) {
+      pending.set(t.trace_id, { t, partial });
+      showPending();
+      return;
+    }
+    insert(t, partial);
+  }
+
+  /** a live trace in its place (newest first); returns its row, or null (a later page's) */
+  function insert(t, partial) {
+    if (rows.has(t.trace_id) || !matchesFilters(t, getFilters(), partial)) return null;
     const tr = traceRow(t);
     tr.classList.add("fresh");
     // newest first: a live trace goes before the first row that started earlier
@@ -214,13 +340,14 @@ export function traceTable(getFilters, { emptyText = "No traces match.", maxRows
     }
     if (before) tbody.insertBefore(tr, before.tr);
     else if (!cursor) tbody.append(tr);
-    else return; // older than everything shown and more pages exist: it belongs to a later page
+    else return null; // older than everything shown and more pages exist: it belongs to a later page
     rows.set(t.trace_id, { tr, t });
     shown++;
     total++;
     clear(status);
     trim();
     pg.update(shown, total, !!cursor || !!olderThan, "traces", capped);
+    return tr;
   }
 
   // a page left open on a busy host keeps at most MAX_ROWS rows: the oldest go, and
