@@ -45,6 +45,8 @@ async def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", default=str(HERE.parents[1] / "docs" / "screenshots"))
     p.add_argument("--messages", type=int, default=48)
+    p.add_argument("--only", help="comma-separated shots to take (list, trace, stats, prompt, compare); "
+                                  "default: all")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -69,7 +71,7 @@ async def main() -> None:
                 if page["total"] >= args.messages and running["total"] == 0:
                     break
                 await asyncio.sleep(0.5)
-            await _shoot(base, out)
+            await _shoot(base, out, set(args.only.split(",")) if args.only else None)
         finally:
             proc.send_signal(signal.SIGINT)
             try:
@@ -84,12 +86,12 @@ async def _drain(proc) -> None:
         pass
 
 
-async def _shoot(base: str, out: Path) -> None:
+async def _shoot(base: str, out: Path, only: set[str] | None = None) -> None:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        for scheme in ("light", "dark"):
+        for scheme in ("light", "dark") if only is None or only - {"compare"} else ():
             ctx = await browser.new_context(viewport={"width": 1440, "height": 900}, color_scheme=scheme,
                                             device_scale_factor=1)
             page = await ctx.new_page()
@@ -120,7 +122,34 @@ async def _shoot(base: str, out: Path) -> None:
             await page.wait_for_timeout(300)
             await page.screenshot(path=str(out / f"stats{suffix}.png"))
             await ctx.close()
+        if only is None or "compare" in only:
+            await _shoot_compare(browser, base, out)
         await browser.close()
+
+
+async def _shoot_compare(browser, base: str, out: Path) -> None:
+    """compare.png: the same message answered fast and slow, side by side (compare.js)."""
+    traces = (await asyncio.to_thread(_get, base + "api/v1/traces?limit=200"))["traces"]
+    by_outline: dict[str, list[dict]] = {}
+    for t in traces:
+        if t["status"] != "running" and t.get("duration_ns"):
+            by_outline.setdefault(t.get("outline") or "", []).append(t)
+    # the message whose slowest answer took longest next to its fastest, with the most spans
+    pairs = [(max(ts, key=lambda t: t["duration_ns"]), min(ts, key=lambda t: t["duration_ns"]))
+             for ts in by_outline.values() if len(ts) > 1]
+    if not pairs:
+        print("compare.png: no message was answered twice")
+        return
+    slow, fast = max(pairs, key=lambda p: (bool(p[0].get("input_tokens")), p[0]["span_count"] >= 6,
+                                           p[0]["duration_ns"] / p[1]["duration_ns"]))
+    ctx = await browser.new_context(viewport={"width": 1440, "height": 900}, color_scheme="light",
+                                    device_scale_factor=1)
+    page = await ctx.new_page()
+    await page.goto(f"{base}compare/{fast['trace_id']}/{slow['trace_id']}")
+    await page.locator("#main[data-compared]").wait_for()
+    await page.wait_for_timeout(400)
+    await page.screenshot(path=str(out / "compare.png"))
+    await ctx.close()
 
 
 if __name__ == "__main__":

@@ -63,7 +63,9 @@ export function compareView(root, ctx) {
     const sum = doc.summary;
     const tokA = (A.input_tokens || 0) + (A.output_tokens || 0);
     const tokB = (B.input_tokens || 0) + (B.output_tokens || 0);
-    const largest = sum.largest.map((i) => doc.rows[i]).filter((r) => r.delta && r.delta.self_ns);
+    // the spans whose own time differs most, leaving out differences that read as the same
+    const largest = sum.largest.map((i) => doc.rows[i])
+      .filter((r) => r.delta && tone(r.delta.self_ns, r.a.self_ns) !== "same");
     head.append(
       h("div", { class: "crumbs" }, link("", null, "← Traces")),
       h("div", { class: "compare-title" }, h("h1", null, "Compare two traces"),
@@ -78,7 +80,9 @@ export function compareView(root, ctx) {
           h("span", { class: "only-a-count" }, `${fmtNum(sum.only_a)} only in A`), " · ",
           h("span", { class: "only-b-count" }, `${fmtNum(sum.only_b)} only in B`)))),
     );
-    if (largest.length) {
+    if (!largest.length) {
+      head.append(h("p", { class: "hint compare-largest" }, "No span's own time differs by more than 1 ms or 5 %."));
+    } else {
       head.append(h("div", { class: "compare-largest" }, h("h2", null, "Largest differences (own time)"),
         h("ol", null, largest.map((r) => h("li", null, h("button", {
           type: "button", class: "link-button", title: r.path.join(" / "),
