@@ -151,7 +151,9 @@ async def test_the_store_starts_its_writer_process_with_sqlite_tuned(tmp_path: P
 async def test_the_writer_process_collector_does_not_walk_every_batch(tmp_path: Path) -> None:
     """40,000 span rows unpickled and written: at the default threshold (700 net
     allocations) that set off dozens of collector passes in the writer process."""
-    async with TraceStore(tmp_path / "g.db", writer="process", flush_interval=0.05) as store:
+    store = TraceStore(tmp_path / "g.db", writer="process", flush_interval=0.05)
+    store.retention_days = 0  # (the synthetic traces are from 2023: none pruned meanwhile)
+    async with store:
         for trace in synthetic_traces(2_000, spans=20, seed=4):
             feed(store, trace)
         assert await store.flush(timeout=60)
