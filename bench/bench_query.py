@@ -131,6 +131,19 @@ async def main() -> None:
     print(f"  ALL list calls: p50 {statistics.median(every):.1f} ms, p95 {pct(every, 0.95):.1f} ms "
           f"-> {'meets' if pct(every, 0.95) <= 20 else 'MISSES'} the 20 ms target")
 
+    # a sort other than newest first reads every matching trace and keeps the top of the
+    # order (no index serves it): reported apart, it is not held to the 20 ms target
+    print(f"\nsorted list 50 (sort=, every match read), {R} calls each:")
+    sort_cases = {"no filter": list_cases["no filter"], "time range (1 day)": list_cases["time range (1 day)"],
+                  "user_id": list_cases["user_id"]}
+    for sort in ("-duration", "tokens", "-cost"):
+        for name, make in sort_cases.items():
+            ms = await timed(lambda i, make=make, sort=sort: store.list_traces(make(i), limit=50, sort=sort), R)
+            print(f"  {sort:<10} {name:<19} p50 {statistics.median(ms):6.1f} ms  p95 {pct(ms, 0.95):6.1f} ms")
+    for limit in (500, 2000):
+        ms = await timed(lambda i, limit=limit: store.trace_points({}, limit=limit), R)
+        print(f"  latency points, newest {limit:<5}   p50 {statistics.median(ms):6.1f} ms  p95 {pct(ms, 0.95):6.1f} ms")
+
     ms = await timed(lambda i: store.get_trace(big), R)
     doc = await store.get_trace(big)
     print(f"\none 500-span trace as a tree ({len(doc['spans'])} spans): p50 "
