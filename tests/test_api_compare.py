@@ -75,3 +75,15 @@ async def test_compare_bad_ids_are_400_naming_the_parameter_and_unknown_ones_404
     doc = await (await client.get(f"{V1}/compare", params={"a": tid, "b": tid})).json()
     assert doc["summary"]["only_a"] == doc["summary"]["only_b"] == 0
     assert all(r["delta"]["duration_ns"] == 0 for r in doc["rows"])
+
+
+async def test_openapi_says_both_ids_are_required_trace_ids(client):
+    doc = await (await client.get(f"{V1}/openapi.json")).json()
+    params = {p["name"]: p for p in doc["paths"][f"{V1}/compare"]["get"]["parameters"]}
+    assert set(params) == {"a", "b"}
+    for p in params.values():
+        assert p["required"] is True and p["schema"]["pattern"] == "^[0-9a-fA-F]{32}$"
+    # the other routes' query parameters stay optional
+    others = [p for path, ops in doc["paths"].items() if path != f"{V1}/compare"
+              for op in ops.values() for p in op["parameters"] if p["in"] == "query"]
+    assert others and not any(p["required"] for p in others)

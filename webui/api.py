@@ -197,6 +197,10 @@ async def download_trace(request: web.Request) -> web.Response:
     return _json(body, headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
+#: a required query parameter holding a trace id (OpenAPI: required, with the id's pattern)
+_TRACE_ID_PARAM = {"required": True, "schema": {"pattern": "^[0-9a-fA-F]{32}$", "minLength": 32}}
+
+
 def _trace_id_param(q: dict[str, Any], name: str) -> str:
     raw = q.get(name)
     if raw is None:
@@ -453,8 +457,8 @@ ROUTES: tuple[ApiRoute, ...] = (
                                     choices=("json", "otlp"), default="json"),),
              responses={"200": "attachment", "404": "unknown trace"}),
     ApiRoute("GET", "/compare", "compare", "Two traces side by side: their spans aligned by path",
-             compare, (Param("a", "str", "trace id of trace A (32 hex characters; required)", max_length=32),
-                       Param("b", "str", "trace id of trace B (32 hex characters; required)", max_length=32)),
+             compare, tuple(Param(name, "str", f"trace id of trace {name.upper()} (32 hex characters)",
+                                  max_length=32, extra=_TRACE_ID_PARAM) for name in ("a", "b")),
              responses={"200": "{a, b (the traces' summaries), rows: [{path, name, span_type, depth, "
                                "occurrence, only: a / b / null, a, b: {span_id, status, start_offset_ns, "
                                "duration_ns, self_ns, input_tokens, output_tokens, cost_usd, plugin, "

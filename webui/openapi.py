@@ -32,8 +32,12 @@ def build_openapi(app: web.Application) -> dict[str, Any]:
             op["parameters"].append({"name": name, "in": "path", "required": True,
                                      "description": desc, "schema": schema})
         for p in route.params:
-            op["parameters"].append({"name": p.name, "in": "query", "required": False,
-                                     "description": p.description, "schema": p.schema()})
+            # extra: {"required": True} for a parameter the route cannot do without,
+            # {"schema": {...}} for what its handler checks beyond the kind (a trace id's pattern)
+            op["parameters"].append({"name": p.name, "in": "query",
+                                     "required": bool(p.extra.get("required")),
+                                     "description": p.description,
+                                     "schema": {**p.schema(), **p.extra.get("schema", {})}})
         if route.name == "stream":
             op["parameters"].append({"name": "Last-Event-ID", "in": "header", "required": False,
                                      "description": "resume after this event id",
