@@ -58,7 +58,7 @@ async def test_browser_llm_request_renders_as_a_chat_with_the_response_below(hos
     await page.locator(".span-row", has_text="llm scripted-1").click()
     view = page.locator(".detail-pane .prompt-view")
     await expect(view).to_be_visible()
-    chat = view.locator(".values-prompt .chat > li")
+    chat = view.locator(".values-prompt .prompt-chat > li")
     await expect(chat).to_have_count(6)
     roles = await chat.evaluate_all("els => els.map(e => e.className)")
     assert [re.search(r"role-(\w+)", c)[1] for c in roles] == [
@@ -96,7 +96,7 @@ async def test_browser_llm_request_renders_as_a_chat_with_the_response_below(hos
     await expect(added).to_contain_text("≈ 27 tokens (108 chars ÷ 4): system prompt +8 chars")
     await expect(added).to_contain_text("1 messages added")
     await expect(added).to_contain_text("tools added: lookup_note")
-    await expect(added.locator(".chat > li")).to_have_count(1)
+    await expect(added.locator(".prompt-chat > li")).to_have_count(1)
     assert page.problems == []
 
 
@@ -120,3 +120,15 @@ async def test_browser_conversation_shows_the_bots_replies_linked_to_their_trace
     await expect(page).to_have_url(re.compile(rf"traces/{host.trace_ids[0]}(\?|$)"))
     await expect(page.locator(".span-row").first).to_contain_text("message")
     assert page.problems == []
+
+
+async def test_browser_the_prompt_view_leaves_the_demo_chat_box_its_own_style(host, page):
+    """The request's chat list has a class of its own: the stylesheet's rules for it once
+    took the demo chat box's padding and stickiness away (both were `.chat`)."""
+    await page.goto(host.url)
+    box = page.locator("aside.chat")
+    await expect(box).to_be_visible()
+    style = await box.evaluate(
+        "e => { const s = getComputedStyle(e); return [s.paddingTop, s.position]; }")
+    assert style == ["14px", "sticky"]
+    assert await page.locator(".prompt-chat").count() == 0

@@ -101,14 +101,14 @@ function promptSections(s) {
       `${fmtNum(msgs.filter((m) => !(m && m.role === "omitted")).length)} messages`,
       input.omitted_messages ? ` (+${fmtNum(input.omitted_messages)} not recorded)` : "",
       tools.length ? ` · ${fmtNum(tools.length)} tools` : "")),
-    h("ol", { class: "chat" }, msgs.map((m) => message(m, callNames))),
+    h("ol", { class: "prompt-chat" }, msgs.map((m) => message(m, callNames))),
     tools.length ? h("p", { class: "prompt-tools" }, "Tools offered: ",
       tools.map((t, i) => [i ? " " : null, h("code", { class: "chip" }, bdi(String(t)))])) : null));
   const out = s.output || {};
   if (out && typeof out === "object" && Object.keys(out).length) {
     parts.push(h("section", { class: "values values-response", "aria-label": "Response" },
       h("h3", null, "Response"),
-      h("ol", { class: "chat" }, h("li", { class: "msg role-assistant" },
+      h("ol", { class: "prompt-chat" }, h("li", { class: "msg role-assistant" },
         h("div", { class: "msg-role" }, "assistant"),
         out.reasoning ? h("details", { class: "msg-fold" }, h("summary", null, "reasoning"), textOf(out.reasoning)) : null,
         out.text !== undefined && out.text !== null && out.text !== "" ? textOf(out.text) : null,
@@ -132,7 +132,7 @@ function addedSection(added) {
     h("h3", null, "Added to the LLM request"),
     h("p", { class: "added-summary" }, h("strong", null, `≈ ${fmtNum(added.tokens_added_est || 0)} tokens`),
       ` (${fmtNum(added.chars_added || 0)} chars ÷ 4)`, bits.length ? [": ", bdi(bits.join(" · "))] : null),
-    msgs.length ? h("ol", { class: "chat" }, msgs.map((m) => message(m))) : null);
+    msgs.length ? h("ol", { class: "prompt-chat" }, msgs.map((m) => message(m))) : null);
 }
 
 /**
