@@ -186,6 +186,12 @@ async def test_find_in_a_5000_span_trace_counts_every_match_and_scrolls_to_it(ho
     await find.press("Enter")
     await expect(page.locator(".detail-title")).to_have_text(re.compile(re.escape(target)))
     await expect(page.locator(".span-row.selected")).to_be_in_viewport()
+    # compared with itself: every span aligned, the first 1,000 rows drawn, the rest on demand
+    await page.goto(f"{host.url}compare/{tid}/{tid}")
+    await expect(page.locator("#main")).to_have_attribute("data-compared", str(len(spans)))
+    await expect(page.locator(".compare-counts")).to_have_text(f"{len(spans):,} aligned · 0 only in A · 0 only in B")
+    assert await page.locator("tr.cmp-row").count() == 1000
+    await expect(page.locator(".compare-pane .pager button")).to_have_text(f"Show all {len(spans):,}")
     assert page.problems == []
 
 

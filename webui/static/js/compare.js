@@ -12,7 +12,7 @@ const TYPE_ICON = {
   message: "message", pipeline_stage: "stage", plugin_call: "handler", llm_call: "llm",
   tool_call: "tool", subagent_call: "agent", io_call: "io", custom: "dot",
 };
-const SHOW_ROWS = 2000; // rows drawn before "Show all"
+const SHOW_ROWS = 1000; // rows drawn before "Show all"
 const SAME = 0.05; // a duration within 5 % (or 1 ms) of the other side's reads as the same
 
 export function compareView(root, ctx) {
