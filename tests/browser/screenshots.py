@@ -6,7 +6,9 @@ Starts the demo (reference host, example plugins, scripted LLM with some
 latency) on a free port, lets it handle a batch of synthetic messages, sends
 one message from the chat box, and saves list.png, trace.png, stats.png (light)
 and trace-dark.png, and prompt.png (light: the detail pane of the second LLM call, its
-request as a chat).
+request as a chat), and compare.png (light: the message the demo answered twice with the
+largest difference, the two traces compared). ``--only compare`` (or any comma-separated
+names) takes only those shots.
 """
 
 from __future__ import annotations
