@@ -1055,7 +1055,8 @@ async def spend(conn: Any, by: Any = "user", since_ns: Any = None, until_ns: Any
     """Tokens and cost per user or per conversation (session id, else umo) of the traces
     started in ``[since_ns, until_ns)``, the top spenders first (cost, then tokens), each
     with its LLM tokens and cost per plugin (the plugin an ``llm_call`` span is attributed
-    to; ``""``: the host's own calls)."""
+    to; ``""``: the host's own calls) and the tokens each plugin's hooks added to LLM
+    requests (``context_tokens_est``: the hooks' ``tokens_added_est``, characters / 4)."""
     key = _text_param("by", by) or "user"
     if key not in SPEND_BY:
         raise QueryError("by", f"must be one of {', '.join(SPEND_BY)}; got {key[:40]!r}")
@@ -1139,18 +1140,26 @@ async def _plugin_shares(conn: Any, key_sql: str, where: list[str], params: list
         for g in groups:
             per: dict[str, list] = {}
             for e in latest_spans(texts.get(g["key"], ())):
-                if e[E.TYPE] != "llm_call" or e[E.END] is None:
+                if e[E.END] is None:
                     continue
-                v = per.setdefault(e[E.PLUGIN] or "", [0, 0, 0.0])
-                v[0] += e[E.TIN]
-                v[1] += e[E.TOUT]
-                v[2] += e[E.COST]
+                if e[E.TYPE] == "llm_call":
+                    v = per.setdefault(e[E.PLUGIN] or "", [0, 0, 0.0, 0])
+                    v[0] += e[E.TIN]
+                    v[1] += e[E.TOUT]
+                    v[2] += e[E.COST]
+                elif e[E.PLUGIN] and isinstance(e[E.DATA], dict):
+                    # what a plugin's hook added to an LLM request (tokens estimated)
+                    added = (e[E.DATA].get("meta") or {}).get("tokens_added_est")
+                    if isinstance(added, int) and added > 0:
+                        per.setdefault(e[E.PLUGIN], [0, 0, 0.0, 0])[3] += added
             g["plugins"] = sorted(
                 ({"plugin": name,
                   "display_name": (described.get(name) or {}).get("display_name", name),
-                  "input_tokens": tin, "output_tokens": tout, "cost_usd": round(cost, 8)}
-                 for name, (tin, tout, cost) in per.items()),
-                key=lambda p: (-(p["input_tokens"] + p["output_tokens"]), p["plugin"]))
+                  "input_tokens": tin, "output_tokens": tout, "cost_usd": round(cost, 8),
+                  "context_tokens_est": ctx}
+                 for name, (tin, tout, cost, ctx) in per.items()),
+                key=lambda p: (-(p["input_tokens"] + p["output_tokens"] + p["context_tokens_est"]),
+                               p["plugin"]))
 
     await asyncio.to_thread(tally)
     return partial

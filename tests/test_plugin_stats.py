@@ -187,6 +187,24 @@ async def test_spend_per_user_top_spenders_first(store):
     assert [g["key"] for g in (await store.spend("user", limit=1))["groups"]] == ["carol"]
 
 
+async def test_spend_counts_what_each_plugins_hooks_added_to_llm_requests(tmp_path: Path):
+    """A plugin whose ``on_llm_request`` hooks inject context makes no LLM call of its own,
+    yet costs tokens: its share says how many its hooks added (``tokens_added_est``)."""
+    memo = PluginRef("memo", "Memory", "third_party", "2.0")
+    hook = {"tokens_added_est": 250, "changed": True}
+    traces = [message(10 + i, "dave", "s-e", [
+        ("hook", "stage", "memo.inject", "plugin_call", memo, 5, 2, "ok", hook),
+        ("agent", "stage", "agent", "llm_call", None, 10, 10, "ok", llm("m-cheap", 400, 40))])
+        for i in range(2)]
+    settings = Settings.from_mapping({"trace_price_table": PRICES, "trace_retention_days": 0})
+    async with fed_store(tmp_path / "ctx.db", settings, traces) as store:
+        (dave,) = (await store.spend("user"))["groups"]
+    shares = {p["plugin"]: p for p in dave["plugins"]}
+    assert shares["memo"]["context_tokens_est"] == 500
+    assert shares["memo"]["input_tokens"] == 0 and shares["memo"]["display_name"] == "Memory"
+    assert shares[""]["input_tokens"] == 800 and shares[""]["context_tokens_est"] == 0
+
+
 async def test_spend_per_conversation_and_windows(store):
     out = await store.spend("session", since_ns=T0 + 1_000 * MS, until_ns=T0 + 3_000 * MS)
     assert [g["key"] for g in out["groups"]] == ["s-b", "s-c"]  # 330 + 30 vs 100 + 10 tokens

@@ -68,8 +68,13 @@ function spendRow(by, g, rank) {
   const shares = (g.plugins || []).slice(0, 4).map((p) => {
     const share = tokens ? (p.input_tokens + p.output_tokens) / tokens : 0;
     const chip = p.plugin ? pluginChip(p.plugin, undefined, String(p.display_name || p.plugin)) : h("span", { class: "chip" }, "host");
-    return h("span", { class: "plugin-share", title: `${fmtNum(p.input_tokens)} / ${fmtNum(p.output_tokens)} LLM tokens, ${fmtCost(p.cost_usd)}` },
-      chip, ` ${fmtPct(share)} `);
+    const ctx = p.context_tokens_est || 0;  // what the plugin's hooks added to LLM requests
+    const llm = p.input_tokens + p.output_tokens;
+    const title = `${fmtNum(p.input_tokens)} / ${fmtNum(p.output_tokens)} LLM tokens, ${fmtCost(p.cost_usd)}`
+      + (ctx ? `; its hooks added ≈ ${fmtNum(ctx)} tokens of context to LLM requests` : "");
+    return h("span", { class: "plugin-share", title },
+      chip, llm || !ctx ? ` ${fmtPct(share)} ` : " ",
+      ctx ? h("span", { class: "ctx-added" }, `+≈${fmtNum(ctx)} ctx `) : null);
   });
   return h("tr", { dataset: { key } },
     h("td", { class: "num" }, String(rank)),
