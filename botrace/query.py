@@ -280,6 +280,19 @@ def _sort_cursor(sort: str, cursor: Any) -> list[Any] | None:
     return after
 
 
+def _walk(f: dict[str, Any]) -> tuple[str | None, str, str, str]:
+    """How a list walks the traces matching ``f``: ``(driver, source, start column, id
+    column)``. Without a tag filter, newest first along the (start_ns, trace_id) index;
+    with a plugin/model/tool/span-type filter, that tag's index entries newest first, each
+    joined to its trace, so a page costs ~limit lookups whether the tag is common or rare
+    (CROSS JOIN keeps SQLite from reordering the loop)."""
+    driver = next((k for k in _TAG_FILTERS if k in f), None)
+    if driver is None:
+        return None, "traces t", "t.start_ns", "t.trace_id"
+    return (driver, "trace_tags g CROSS JOIN traces t "
+            "ON t.start_ns = g.start_ns AND t.trace_id = g.trace_id", "g.start_ns", "g.trace_id")
+
+
 async def list_traces(conn: Any, filters: Mapping[str, Any] | None = None, limit: Any = 50,
                       cursor: Any = None, sort: Any = None) -> dict[str, Any]:
     f = parse_trace_filters(filters)
@@ -288,17 +301,7 @@ async def list_traces(conn: Any, filters: Mapping[str, Any] | None = None, limit
         f["plugin"] = await resolve_plugin(conn, f["plugin"])
     limit = _limit(limit)
     after = decode_cursor(cursor, (int, str)) if sort is None else _sort_cursor(sort, cursor)
-    driver = next((k for k in _TAG_FILTERS if k in f), None)
-    if driver is None:
-        # newest first along the (start_ns, trace_id) index
-        source, ts, tid = "traces t", "t.start_ns", "t.trace_id"
-    else:
-        # a plugin/model/tool/span-type filter: walk that tag's index entries newest
-        # first and join each to its trace, so a page costs ~limit lookups whether the
-        # tag is common or rare (CROSS JOIN keeps SQLite from reordering the loop)
-        source = ("trace_tags g CROSS JOIN traces t "
-                  "ON t.start_ns = g.start_ns AND t.trace_id = g.trace_id")
-        ts, tid = "g.start_ns", "g.trace_id"
+    driver, source, ts, tid = _walk(f)
     where, params = _trace_where(f, driver, ts)
     cond = (" WHERE " + " AND ".join(where)) if where else ""
     only_tag = driver is not None and set(f) <= {driver, "since_ns", "until_ns"}
@@ -370,13 +373,7 @@ async def trace_points(conn: Any, filters: Mapping[str, Any] | None = None,
     if "plugin" in f:
         f["plugin"] = await resolve_plugin(conn, f["plugin"])
     limit = _int_param("limit", limit, 1, MAX_POINTS) or 500
-    driver = next((k for k in _TAG_FILTERS if k in f), None)
-    if driver is None:
-        source, ts, tid = "traces t", "t.start_ns", "t.trace_id"
-    else:
-        source = ("trace_tags g CROSS JOIN traces t "
-                  "ON t.start_ns = g.start_ns AND t.trace_id = g.trace_id")
-        ts, tid = "g.start_ns", "g.trace_id"
+    driver, source, ts, tid = _walk(f)
     where, params = _trace_where(f, driver, ts)
     where.append("t.duration_ns IS NOT NULL")
     sql = (f"SELECT t.trace_id, t.start_ns, t.duration_ns, t.status FROM {source} "
