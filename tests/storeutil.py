@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import subprocess
 import sys
@@ -64,3 +65,19 @@ def locked_by_another_process(path: Path) -> Iterator[None]:
         locker.stdin.write("\n")
         locker.stdin.flush()
         locker.wait(timeout=10)
+
+
+async def wait_for(predicate, timeout: float = 20.0) -> None:
+    """Until ``predicate()`` holds (polled every 20 ms); an AssertionError after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not predicate():
+        if loop.time() > end:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.02)
+
+
+def feed_all(store: TraceStore, traces: Iterable) -> None:
+    """Hand ``traces`` to the store's sink hooks, as a tracer's dispatcher would."""
+    for trace in traces:
+        feed(store, trace)

@@ -21,26 +21,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from storeutil import count, locked_by_another_process, rows
+from storeutil import count, feed_all, locked_by_another_process, rows, wait_for
 
 from botrace import Tracer, hookimpl
 from botrace.store import TraceStore
 from botrace.store.synthetic import feed, synthetic_traces
 from botrace.testing import InMemorySink
-
-
-async def wait_for(predicate, timeout: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.02)
-
-
-def feed_all(store: TraceStore, traces) -> None:
-    for trace in traces:
-        feed(store, trace)
 
 
 def kill_writer(store: TraceStore) -> None:

@@ -10,25 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from storeutil import count, locked_by_another_process
+from storeutil import count, feed_all, locked_by_another_process, wait_for
 
 from botrace import Tracer
 from botrace.store import TraceStore
 from botrace.store.synthetic import feed, synthetic_traces
-
-
-async def wait_for(predicate, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.02)
-
-
-def feed_all(store: TraceStore, traces) -> None:
-    for trace in traces:
-        feed(store, trace)
 
 
 @pytest.mark.parametrize("writer", ["process", "thread"])
