@@ -160,13 +160,23 @@ _TRACE_SELECT = (
 )
 
 
+def _window(since_ns: Any, until_ns: Any) -> tuple[int | None, int | None]:
+    """A validated ``[since_ns, until_ns)``: each bound optional, until not before since."""
+    since = _int_param("since_ns", since_ns)
+    until = _int_param("until_ns", until_ns)
+    if since is not None and until is not None and until < since:
+        raise QueryError("until_ns", "must not be before since_ns")
+    return since, until
+
+
 def parse_trace_filters(filters: Mapping[str, Any] | None) -> dict[str, Any]:
     """Validated, typed trace filters (``None`` values dropped)."""
     filters = filters or {}
     _check_keys(filters, TRACE_FILTERS)
+    since, until = _window(filters.get("since_ns"), filters.get("until_ns"))
     out: dict[str, Any] = {
-        "since_ns": _int_param("since_ns", filters.get("since_ns")),
-        "until_ns": _int_param("until_ns", filters.get("until_ns")),
+        "since_ns": since,
+        "until_ns": until,
         "status": _choice_param("status", filters.get("status"), STATUSES),
         "span_type": _choice_param("span_type", filters.get("span_type"), SPAN_TYPES),
         "min_duration_ms": _float_param("min_duration_ms", filters.get("min_duration_ms"),
@@ -174,9 +184,6 @@ def parse_trace_filters(filters: Mapping[str, Any] | None) -> dict[str, Any]:
     }
     for key in ("user_id", "session_id", "umo", "plugin", "model", "tool", "q"):
         out[key] = _text_param(key, filters.get(key))
-    if out["since_ns"] is not None and out["until_ns"] is not None \
-            and out["until_ns"] < out["since_ns"]:
-        raise QueryError("until_ns", "must not be before since_ns")
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -584,10 +591,7 @@ async def stats(conn: Any, group_by: Any = "stage", since_ns: Any = None, until_
     group = _text_param("group_by", group_by) or "stage"
     if group not in STAT_GROUPS:
         raise QueryError("group_by", f"must be one of {', '.join(STAT_GROUPS)}; got {group[:40]!r}")
-    since = _int_param("since_ns", since_ns)
-    until = _int_param("until_ns", until_ns)
-    if since is not None and until is not None and until < since:
-        raise QueryError("until_ns", "must not be before since_ns")
+    since, until = _window(since_ns, until_ns)
     filters = filters or {}
     _check_keys(filters, STAT_FILTERS)
     span_type, column = STAT_GROUPS[group]
@@ -1057,10 +1061,7 @@ async def spend(conn: Any, by: Any = "user", since_ns: Any = None, until_ns: Any
     key = _text_param("by", by) or "user"
     if key not in SPEND_BY:
         raise QueryError("by", f"must be one of {', '.join(SPEND_BY)}; got {key[:40]!r}")
-    since = _int_param("since_ns", since_ns)
-    until = _int_param("until_ns", until_ns)
-    if since is not None and until is not None and until < since:
-        raise QueryError("until_ns", "must not be before since_ns")
+    since, until = _window(since_ns, until_ns)
     n = _int_param("limit", limit, 1, SPEND_MAX_LIMIT)
     n = 20 if n is None else n
     key_sql = SPEND_BY[key]
