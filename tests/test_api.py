@@ -77,6 +77,16 @@ async def test_flat_shape_without_values_is_the_light_one(host, client):
     assert llm["meta"]["model"] == "gpt-4o"
 
 
+async def test_root_values_only_carry_the_message_and_its_reply(host, client):
+    tid = await _chat(host, "and in Paris?")
+    doc = await (await client.get(f"{V1}/traces/{tid}?shape=flat&values=root")).json()
+    (root,) = [s for s in doc["spans"] if s["parent_id"] is None]
+    full = await (await client.get(f"{V1}/traces/{tid}?shape=flat")).json()
+    (whole,) = [s for s in full["spans"] if s["parent_id"] is None]
+    assert root["output"] == whole["output"] and root["output"]
+    assert all("input" not in s and "output" not in s for s in doc["spans"] if s is not root)
+
+
 async def test_one_span_with_values_and_as_a_download(host, client):
     tid = await _chat(host, "what about Paris?")
     spans = (await (await client.get(f"{V1}/traces/{tid}?shape=flat")).json())["spans"]

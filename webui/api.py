@@ -155,6 +155,8 @@ async def get_trace(request: web.Request) -> web.Response:
     spans = doc["spans"]
     if q["values"] == "none":
         spans = [_without_values(s) for s in spans]
+    elif q["values"] == "root":
+        spans = [s if s["parent_id"] is None else _without_values(s) for s in spans]
     out: dict[str, Any] = {"trace": doc["trace"]}
     if q["critical_path"]:
         running = doc["trace"].get("status") == "running"
@@ -440,8 +442,9 @@ ROUTES: tuple[ApiRoute, ...] = (
              get_trace, (
                  Param("shape", "enum", "tree (nested children) or flat (start order)",
                        choices=("tree", "flat"), default="tree"),
-                 Param("values", "enum", "full, or none to leave out input/output (the page's fast path)",
-                       choices=("full", "none"), default="full"),
+                 Param("values", "enum", "full; none to leave out input/output (the page's fast path); "
+                       "root for the root span's only (a message's text and reply)",
+                       choices=("full", "none", "root"), default="full"),
                  Param("critical_path", "bool", "add critical_path: the spans that determined the "
                        "trace's end-to-end time (default true; false leaves it out)", default=True)),
              responses={"200": "{trace, tree, critical_path} or {trace, spans, critical_path}; critical_path: "

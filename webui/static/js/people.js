@@ -199,7 +199,7 @@ export function conversationView(root, ctx) {
     while (reading < 4 && queue.length) {
       const [tid, slot] = queue.shift();
       reading++;
-      api.get(`traces/${tid}`, { shape: "flat", critical_path: "false" }).then((doc) => {
+      api.get(`traces/${tid}`, { shape: "flat", values: "root", critical_path: "false" }).then((doc) => {
         const root = (doc.spans || []).find((x) => !x.parent_id);
         replies.set(tid, replyText(root && root.output));
       }).catch(() => replies.set(tid, undefined)).finally(() => {
